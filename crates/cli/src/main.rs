@@ -1,0 +1,80 @@
+//! The `gatehouse` binary: the edge where files, stdin and exit codes live.
+//!
+//! Exit codes: 0 success; 1 the check or a case failed; 2 bad input (unreadable tenant, malformed
+//! request, wrong arguments).
+
+mod files;
+mod policies;
+mod whatif;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Self-hosted Conditional Access: What-If and policy checks over Microsoft Graph exports"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate sign-ins against a tenant export, exactly as Graph's conditionalAccess/evaluate.
+    Whatif(whatif::Args),
+    /// Work with Conditional Access policies.
+    Policies {
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Load, validate and lint a tenant export.
+    Check(policies::CheckArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// A failure to report on stderr, with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub lines: Vec<String>,
+}
+
+impl Failure {
+    pub fn input(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            lines: vec![message.into()],
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Whatif(args) => whatif::run(&args),
+        Command::Policies {
+            command: PoliciesCommand::Check(args),
+        } => policies::check(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            for line in &f.lines {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `gatehouse whatif`: one sign-in (`--request`) or many (`--cases`) against a tenant export.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+
+use gatehouse_policy::{Case, SignInRequest, Snapshot, json, run_case};
+
+use crate::{Failure, Format, files};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A tenant export: a folder (every *.json below it) or one JSON file.
+    #[arg(long)]
+    tenant: PathBuf,
+    /// The body of Graph POST /identity/conditionalAccess/evaluate, from a file or `-` for stdin.
+    #[arg(long, conflicts_with = "cases", required_unless_present = "cases")]
+    request: Option<String>,
+    /// A JSON Lines file of cases (`{"name", "request", "expect"}` or bare requests): one result line each.
+    #[arg(long)]
+    cases: Option<PathBuf>,
+    /// `json` prints the Graph response (with --request) or one JSON object per case.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+}
+
+pub fn run(args: &Args) -> Result<u8, Failure> {
+    let sources = files::read_tenant(&args.tenant)?;
+    let loaded = gatehouse_policy::load(&sources).map_err(|e| Failure {
+        code: 2,
+        lines: e
+            .errors
+            .iter()
+            .map(|d| d.to_string())
+            .chain([format!(
+                "the tenant was refused ({} errors): nothing was evaluated",
+                e.errors.len()
+            )])
+            .collect(),
+    })?;
+    let snapshot = Snapshot::compile(&loaded.tenant);
+    match (&args.request, &args.cases) {
+        (Some(source), _) => one(&snapshot, source, args.format.unwrap_or(Format::Text)),
+        (None, Some(path)) => many(&snapshot, path, args.format.unwrap_or(Format::Json)),
+        (None, None) => Err(Failure::input(
+            "give --request FILE|- or --cases FILE.jsonl",
+        )),
+    }
+}
+
+fn one(snapshot: &Snapshot, source: &str, format: Format) -> Result<u8, Failure> {
+    let bytes = files::read_request(source)?;
+    let value = json::decode_text(&bytes)
+        .and_then(|t| json::parse(&t))
+        .map_err(|e| Failure::input(format!("request: {e}")))?;
+    let request = SignInRequest::from_json(&value)
+        .map_err(|e| Failure::input(format!("request: {}: {}", e.path, e.message)))?;
+    let eval = snapshot.evaluate(&request);
+    for n in &eval.notices {
+        eprintln!("note: {n}");
+    }
+    match format {
+        Format::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&eval.to_graph_json()).unwrap_or_default()
+            )
+        }
+        Format::Text => print!("{}", eval.to_text()),
+    }
+    Ok(0)
+}
+
+fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::input(format!("cannot read cases `{}`: {e}", path.display())))?;
+    let name = path.display().to_string();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| Failure::input(format!("{name}:{n}: {e}")))?;
+        let line = line.trim_start_matches('\u{feff}');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > gatehouse_policy::request::MAX_REQUEST_BYTES {
+            return Err(Failure::input(format!("{name}:{n}: the line is too long")));
+        }
+        let value = json::parse(line).map_err(|e| Failure::input(format!("{name}:{n}: {e}")))?;
+        let case = Case::from_json(&value, n)
+            .map_err(|e| Failure::input(format!("{name}:{n}: {}: {}", e.path, e.message)))?;
+        let eval_notices = snapshot.evaluate(&case.request).notices;
+        for note in eval_notices {
+            eprintln!("note: {name}:{n}: {note}");
+        }
+        let result = run_case(snapshot, &case);
+        if result.passed() {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+        let written = match format {
+            Format::Json => writeln!(out, "{}", result.to_json()),
+            Format::Text if result.passed() => writeln!(out, "PASS  {}", result.name),
+            Format::Text => writeln!(out, "FAIL  {}: {}", result.name, result.failures.join("; ")),
+        };
+        written.map_err(|e| Failure::input(format!("cannot write output: {e}")))?;
+    }
+    eprintln!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,435 @@
+//! Combining the applying policies into one decision for the sign-in.
+//!
+//! Phase 1 (enabled and report-only) says which policies apply; phase 2 (enabled only)
+//! enforces: any block wins; otherwise every applying policy's grant must be satisfied. A
+//! report-only policy is logged and never changes the outcome.
+
+use crate::evaluate::{Evaluation, Tri};
+use crate::model::enums::*;
+use crate::model::policy::*;
+use crate::snapshot::CompiledPolicy;
+
+/// What has been proven so far in the sign-in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthState {
+    /// Authentication methods used in this session (password, TOTP, TAP, passkey…).
+    pub methods: MethodSet,
+    pub approved_client_app: bool,
+    pub app_protection_policy: bool,
+    pub password_changed: bool,
+    pub accepted_terms_of_use: Vec<String>,
+}
+
+/// One control a policy asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Control {
+    Mfa,
+    AuthenticationStrength { id: String, display_name: String },
+    CompliantDevice,
+    DomainJoinedDevice,
+    ApprovedApplication,
+    CompliantApplication,
+    PasswordChange,
+    RiskRemediation,
+    CompliantNetwork,
+    TermsOfUse(String),
+    CustomFactor(String),
+    Unknown(String),
+}
+
+impl Control {
+    /// Entra prompts in this order: MFA → compliant device → hybrid join → approved app →
+    /// app protection → password change → terms of use → custom controls.
+    fn rank(&self) -> u8 {
+        match self {
+            Control::Mfa | Control::AuthenticationStrength { .. } => 0,
+            Control::CompliantDevice => 1,
+            Control::DomainJoinedDevice => 2,
+            Control::ApprovedApplication => 3,
+            Control::CompliantApplication => 4,
+            Control::PasswordChange | Control::RiskRemediation => 5,
+            Control::TermsOfUse(_) => 6,
+            Control::CompliantNetwork | Control::CustomFactor(_) | Control::Unknown(_) => 7,
+        }
+    }
+
+    /// Controls the user satisfies by doing something (so report-only logs "interrupted").
+    fn needs_user_action(&self) -> bool {
+        matches!(
+            self,
+            Control::Mfa
+                | Control::AuthenticationStrength { .. }
+                | Control::PasswordChange
+                | Control::RiskRemediation
+                | Control::TermsOfUse(_)
+                | Control::CustomFactor(_)
+        )
+    }
+
+    /// The sign-in log's words for the control (`enforcedGrantControls`).
+    pub fn label(&self) -> String {
+        match self {
+            Control::Mfa => "Mfa".into(),
+            Control::AuthenticationStrength { display_name, .. } => {
+                format!("RequireAuthenticationStrength: {display_name}")
+            }
+            Control::CompliantDevice => "RequireCompliantDevice".into(),
+            Control::DomainJoinedDevice => "RequireDomainJoinedDevice".into(),
+            Control::ApprovedApplication => "RequireApprovedApp".into(),
+            Control::CompliantApplication => "RequireCompliantApp".into(),
+            Control::PasswordChange => "RequirePasswordChange".into(),
+            Control::RiskRemediation => "RequireRiskRemediation".into(),
+            Control::CompliantNetwork => "RequireCompliantNetwork".into(),
+            Control::TermsOfUse(id) => format!("TermsOfUse: {id}"),
+            Control::CustomFactor(id) => format!("CustomControl: {id}"),
+            Control::Unknown(name) => name.clone(),
+        }
+    }
+}
+
+/// What a policy still needs: `any_of` under OR, every one under AND.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub policy_id: String,
+    pub operator: GrantOperator,
+    pub unmet: Vec<Control>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An enabled applying policy blocks (error 53003 at sign-in).
+    Blocked { policies: Vec<String> },
+    /// Every applying enabled policy's grant is satisfied.
+    Granted,
+    /// Satisfy all of these (each a policy's unmet controls) to be let in.
+    ActionRequired { requirements: Vec<Requirement> },
+}
+
+/// Graph `appliedConditionalAccessPolicy.result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignInResult {
+    Success,
+    Failure,
+    NotApplied,
+    NotEnabled,
+    ReportOnlySuccess,
+    ReportOnlyFailure,
+    ReportOnlyNotApplied,
+    ReportOnlyInterrupted,
+}
+
+impl SignInResult {
+    pub fn graph_name(self) -> &'static str {
+        match self {
+            SignInResult::Success => "success",
+            SignInResult::Failure => "failure",
+            SignInResult::NotApplied => "notApplied",
+            SignInResult::NotEnabled => "notEnabled",
+            SignInResult::ReportOnlySuccess => "reportOnlySuccess",
+            SignInResult::ReportOnlyFailure => "reportOnlyFailure",
+            SignInResult::ReportOnlyNotApplied => "reportOnlyNotApplied",
+            SignInResult::ReportOnlyInterrupted => "reportOnlyInterrupted",
+        }
+    }
+}
+
+/// One policy's line in the sign-in log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedPolicy {
+    pub id: String,
+    pub display_name: String,
+    pub result: SignInResult,
+    pub enforced_grant_controls: Vec<String>,
+    pub enforced_session_controls: Vec<String>,
+}
+
+/// Session controls merged across enabled applying policies: the strictest of each wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergedSession {
+    pub sign_in_frequency: Option<SignInFrequency>,
+    pub persistent_browser: Option<PersistentBrowser>,
+    pub application_enforced_restrictions: bool,
+    pub cloud_app_security: Option<String>,
+    pub disable_resilience_defaults: bool,
+    pub continuous_access_evaluation: Option<String>,
+    pub secure_sign_in_session: bool,
+}
+
+impl MergedSession {
+    fn absorb(&mut self, s: &SessionControls) {
+        self.sign_in_frequency = match (self.sign_in_frequency, s.sign_in_frequency) {
+            (Some(SignInFrequency::EveryTime), _) | (_, Some(SignInFrequency::EveryTime)) => {
+                Some(SignInFrequency::EveryTime)
+            }
+            (Some(SignInFrequency::Hours(a)), Some(SignInFrequency::Hours(b))) => {
+                Some(SignInFrequency::Hours(a.min(b)))
+            }
+            (a, b) => a.or(b),
+        };
+        self.persistent_browser = match (self.persistent_browser, s.persistent_browser) {
+            (Some(PersistentBrowser::Never), _) | (_, Some(PersistentBrowser::Never)) => {
+                Some(PersistentBrowser::Never)
+            }
+            (a, b) => a.or(b),
+        };
+        self.application_enforced_restrictions |= s.application_enforced_restrictions;
+        self.cloud_app_security =
+            strictest_mcas(self.cloud_app_security.take(), s.cloud_app_security.clone());
+        self.disable_resilience_defaults |= s.disable_resilience_defaults;
+        self.continuous_access_evaluation = match (
+            self.continuous_access_evaluation.take(),
+            &s.continuous_access_evaluation,
+        ) {
+            // `strictEnforcement`/`strictLocation` beat `disabled`.
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case("disabled") => Some(b.clone()),
+            (a, b) => a.or_else(|| b.clone()),
+        };
+        self.secure_sign_in_session |= s.secure_sign_in_session;
+    }
+}
+
+fn strictest_mcas(a: Option<String>, b: Option<String>) -> Option<String> {
+    let rank = |s: &str| match s {
+        "blockDownloads" => 3,
+        "mcasConfigured" => 2,
+        "monitorOnly" => 1,
+        _ => 0,
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if rank(&b) > rank(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The outcome of a sign-in: what to do, and what to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub session: MergedSession,
+    /// Every policy's sign-in-log entry, in tenant order.
+    pub policies: Vec<AppliedPolicy>,
+    /// Policies whose applicability could not be decided; enforced as applying (fail closed).
+    pub undetermined: Vec<String>,
+}
+
+impl Decision {
+    pub fn is_blocked(&self) -> bool {
+        matches!(self.outcome, Outcome::Blocked { .. })
+    }
+
+    /// Graph `signIn.conditionalAccessStatus`.
+    pub fn conditional_access_status(&self) -> &'static str {
+        let any_enforced = self
+            .policies
+            .iter()
+            .any(|p| matches!(p.result, SignInResult::Success | SignInResult::Failure));
+        match &self.outcome {
+            Outcome::Blocked { .. } | Outcome::ActionRequired { .. } => "failure",
+            Outcome::Granted if any_enforced => "success",
+            Outcome::Granted => "notApplied",
+        }
+    }
+}
+
+impl Evaluation<'_> {
+    /// Combines the applying policies with what the sign-in has proven so far.
+    pub fn decide(&self, auth: &AuthState) -> Decision {
+        let device = self.request.conditions.device.as_ref();
+        let device_compliant = device.and_then(|d| d.is_compliant).unwrap_or(false);
+        let domain_joined = device
+            .and_then(|d| d.trust_type.as_deref())
+            .is_some_and(|t| t.eq_ignore_ascii_case("ServerAD"));
+        let satisfied = |c: &Control| -> bool {
+            match c {
+                Control::Mfa => self
+                    .snapshot
+                    .strength(crate::model::strength::MFA_STRENGTH_ID)
+                    .is_some_and(|s| s.is_satisfied_by(auth.methods)),
+                Control::AuthenticationStrength { id, .. } => self
+                    .snapshot
+                    .strength(id)
+                    .is_some_and(|s| s.is_satisfied_by(auth.methods)),
+                Control::CompliantDevice => device_compliant,
+                Control::DomainJoinedDevice => domain_joined,
+                Control::ApprovedApplication => auth.approved_client_app,
+                Control::CompliantApplication => auth.app_protection_policy,
+                Control::PasswordChange | Control::RiskRemediation => auth.password_changed,
+                Control::TermsOfUse(id) => auth
+                    .accepted_terms_of_use
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(id)),
+                Control::CompliantNetwork | Control::CustomFactor(_) | Control::Unknown(_) => false,
+            }
+        };
+
+        let mut blocked_by = Vec::new();
+        let mut requirements = Vec::new();
+        let mut session = MergedSession::default();
+        let mut undetermined = Vec::new();
+        let mut log = Vec::with_capacity(self.results.len());
+
+        for (cp, a) in self.compiled() {
+            let p = &cp.policy;
+            let enforced = p.state == PolicyState::Enabled;
+            let entry = |result, grant: Vec<String>, session: Vec<String>| AppliedPolicy {
+                id: p.id.clone(),
+                display_name: p.display_name.clone(),
+                result,
+                enforced_grant_controls: grant,
+                enforced_session_controls: session,
+            };
+            if p.state == PolicyState::Disabled {
+                log.push(entry(SignInResult::NotEnabled, Vec::new(), Vec::new()));
+                continue;
+            }
+            if a.applies == Tri::No {
+                let r = if enforced {
+                    SignInResult::NotApplied
+                } else {
+                    SignInResult::ReportOnlyNotApplied
+                };
+                log.push(entry(r, Vec::new(), Vec::new()));
+                continue;
+            }
+            if a.applies == Tri::Unknown {
+                undetermined.push(p.id.clone());
+            }
+            let controls = controls_of(cp);
+            let grant_labels: Vec<String> = p
+                .grant
+                .as_ref()
+                .map(|g| {
+                    g.built_in
+                        .iter()
+                        .filter(|c| **c == BuiltInControl::Block)
+                        .map(|_| "Block".to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let grant_labels: Vec<String> = grant_labels
+                .into_iter()
+                .chain(controls.iter().map(Control::label))
+                .collect();
+            let session_labels = session_labels(p.session.as_ref());
+            let blocks = p.grant.as_ref().is_some_and(GrantControls::blocks);
+            let operator = p.grant.as_ref().map_or(GrantOperator::Or, |g| g.operator);
+            let unmet: Vec<Control> = controls.iter().filter(|c| !satisfied(c)).cloned().collect();
+            let grant_met = match operator {
+                _ if controls.is_empty() => true,
+                GrantOperator::And => unmet.is_empty(),
+                GrantOperator::Or => unmet.len() < controls.len(),
+            };
+            let result = match (enforced, blocks, grant_met) {
+                (true, true, _) => SignInResult::Failure,
+                (true, false, true) => SignInResult::Success,
+                (true, false, false) => SignInResult::Failure,
+                (false, true, _) => SignInResult::ReportOnlyFailure,
+                (false, false, true) => SignInResult::ReportOnlySuccess,
+                (false, false, false) if unmet.iter().any(Control::needs_user_action) => {
+                    SignInResult::ReportOnlyInterrupted
+                }
+                (false, false, false) => SignInResult::ReportOnlyFailure,
+            };
+            log.push(entry(result, grant_labels, session_labels));
+            if !enforced {
+                continue;
+            }
+            if blocks {
+                blocked_by.push(p.id.clone());
+            } else if !grant_met {
+                let unmet = match operator {
+                    // Under OR any one control will do, so offer them all.
+                    GrantOperator::Or => controls.clone(),
+                    GrantOperator::And => unmet,
+                };
+                requirements.push(Requirement {
+                    policy_id: p.id.clone(),
+                    operator,
+                    unmet,
+                });
+            }
+            if let Some(s) = &p.session {
+                session.absorb(s);
+            }
+        }
+
+        let outcome = if !blocked_by.is_empty() {
+            Outcome::Blocked {
+                policies: blocked_by,
+            }
+        } else if !requirements.is_empty() {
+            requirements
+                .sort_by_key(|r| r.unmet.iter().map(Control::rank).min().unwrap_or(u8::MAX));
+            Outcome::ActionRequired { requirements }
+        } else {
+            Outcome::Granted
+        };
+        Decision {
+            outcome,
+            session,
+            policies: log,
+            undetermined,
+        }
+    }
+}
+
+/// A policy's grant as a list of controls (block is handled separately: it is not a control
+/// anyone can satisfy).
+fn controls_of(cp: &CompiledPolicy) -> Vec<Control> {
+    let Some(g) = &cp.policy.grant else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in &g.built_in {
+        out.push(match c {
+            BuiltInControl::Block => continue,
+            BuiltInControl::Mfa => Control::Mfa,
+            BuiltInControl::CompliantDevice => Control::CompliantDevice,
+            BuiltInControl::DomainJoinedDevice => Control::DomainJoinedDevice,
+            BuiltInControl::ApprovedApplication => Control::ApprovedApplication,
+            BuiltInControl::CompliantApplication => Control::CompliantApplication,
+            BuiltInControl::PasswordChange => Control::PasswordChange,
+            BuiltInControl::RiskRemediation => Control::RiskRemediation,
+            BuiltInControl::CompliantNetwork => Control::CompliantNetwork,
+            BuiltInControl::Other(name) => Control::Unknown(name.clone()),
+        });
+    }
+    if let Some(r) = &g.authentication_strength {
+        let display_name = cp
+            .strength
+            .as_ref()
+            .map(|s| s.display_name.clone())
+            .unwrap_or_else(|| r.id.clone());
+        out.push(Control::AuthenticationStrength {
+            id: r.id.clone(),
+            display_name,
+        });
+    }
+    out.extend(g.terms_of_use.iter().cloned().map(Control::TermsOfUse));
+    out.extend(g.custom_factors.iter().cloned().map(Control::CustomFactor));
+    out
+}
+
+fn session_labels(s: Option<&SessionControls>) -> Vec<String> {
+    let Some(s) = s else { return Vec::new() };
+    let mut out = Vec::new();
+    if s.application_enforced_restrictions {
+        out.push("AppEnforcedRestrictions".to_owned());
+    }
+    if s.cloud_app_security.is_some() {
+        out.push("CloudAppSecurity".to_owned());
+    }
+    if s.sign_in_frequency.is_some() {
+        out.push("SignInFrequency".to_owned());
+    }
+    if s.persistent_browser.is_some() {
+        out.push("PersistentBrowserSessionMode".to_owned());
+    }
+    if s.continuous_access_evaluation.is_some() {
+        out.push("ContinuousAccessEvaluation".to_owned());
+    }
+    if s.secure_sign_in_session {
+        out.push("SecureSignInSession".to_owned());
+    }
+    out
+}

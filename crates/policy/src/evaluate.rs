@@ -1,0 +1,596 @@
+//! Evaluating a sign-in against a snapshot.
+//!
+//! Two steps, one evaluator for What-If and live sign-ins:
+//! 1. [`Snapshot::evaluate`] decides, per policy, whether it applies (three-valued) and, if not,
+//!    the first condition that failed. This is exactly what What-If reports.
+//! 2. [`Evaluation::decide`] combines the applying policies with the methods already used:
+//!    blocked (block wins), the requirements still unmet, or granted; merged session controls;
+//!    and each policy's sign-in-log result.
+
+use std::net::IpAddr;
+
+use crate::model::enums::*;
+use crate::model::location::LocationKind;
+use crate::model::policy::*;
+use crate::request::{Identity, SignInConditions, SignInRequest, Target};
+use crate::snapshot::{Bits, CompiledLocations, CompiledPolicy, CompiledUsers, Snapshot, ip_in};
+
+/// Three-valued truth: a condition the request does not supply is `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tri {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Tri {
+    fn from_bool(b: bool) -> Tri {
+        if b { Tri::Yes } else { Tri::No }
+    }
+
+    /// Kleene OR.
+    fn or(self, other: Tri) -> Tri {
+        match (self, other) {
+            (Tri::Yes, _) | (_, Tri::Yes) => Tri::Yes,
+            (Tri::Unknown, _) | (_, Tri::Unknown) => Tri::Unknown,
+            _ => Tri::No,
+        }
+    }
+
+    /// "Included and not excluded", three-valued.
+    fn and_not(self, excluded: Tri) -> Tri {
+        match (self, excluded) {
+            (Tri::No, _) | (_, Tri::Yes) => Tri::No,
+            (Tri::Yes, Tri::No) => Tri::Yes,
+            _ => Tri::Unknown,
+        }
+    }
+}
+
+/// Graph `whatIfAnalysisReasons`: why a policy does not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    NotSet,
+    NotEnoughInformation,
+    Users,
+    WorkloadIdentities,
+    Application,
+    UserActions,
+    AuthenticationContext,
+    DevicePlatform,
+    Devices,
+    ClientApps,
+    Location,
+    SignInRisk,
+    UserRisk,
+    InsiderRisk,
+    AuthenticationFlow,
+    Time,
+    PolicyNotEnabled,
+}
+
+impl Reason {
+    pub fn graph_name(self) -> &'static str {
+        match self {
+            Reason::NotSet => "notSet",
+            Reason::NotEnoughInformation => "notEnoughInformation",
+            Reason::Users => "users",
+            Reason::WorkloadIdentities => "workloadIdentities",
+            Reason::Application => "application",
+            Reason::UserActions => "userActions",
+            Reason::AuthenticationContext => "authenticationContext",
+            Reason::DevicePlatform => "devicePlatform",
+            Reason::Devices => "devices",
+            Reason::ClientApps => "clientApps",
+            Reason::Location => "location",
+            Reason::SignInRisk => "signInRisk",
+            Reason::UserRisk => "userRisk",
+            Reason::InsiderRisk => "insiderRisk",
+            Reason::AuthenticationFlow => "authenticationFlow",
+            Reason::Time => "time",
+            Reason::PolicyNotEnabled => "policyNotEnabled",
+        }
+    }
+}
+
+/// Whether one policy applies to the sign-in, and if not, the first reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applicability {
+    pub applies: Tri,
+    pub reason: Reason,
+}
+
+impl Applicability {
+    const fn no(reason: Reason) -> Self {
+        Applicability {
+            applies: Tri::No,
+            reason,
+        }
+    }
+}
+
+/// Something the caller should tell the person asking (the CLI prints these to stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    UnknownUser(String),
+    UnknownServicePrincipal(String),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::UnknownUser(id) => write!(
+                f,
+                "user `{id}` is not in the tenant export; evaluated as a member user with no groups or roles"
+            ),
+            Notice::UnknownServicePrincipal(id) => write!(
+                f,
+                "service principal `{id}` is not in the tenant export; evaluated as a single-tenant service principal"
+            ),
+        }
+    }
+}
+
+/// Per-policy applicability for one sign-in, in the snapshot's policy order.
+#[derive(Debug, Clone)]
+pub struct Evaluation<'s> {
+    pub(crate) snapshot: &'s Snapshot,
+    pub(crate) request: &'s SignInRequest,
+    pub results: Vec<Applicability>,
+    pub notices: Vec<Notice>,
+}
+
+/// The sign-in's subject, resolved once.
+enum Subject<'a> {
+    User {
+        index: Option<u32>,
+        guest: Option<GuestType>,
+        tenant: Option<&'a str>,
+        groups: &'a Bits,
+        roles: &'a Bits,
+    },
+    ServicePrincipal,
+}
+
+impl Snapshot {
+    /// Decides, for every policy, whether it applies to this sign-in.
+    pub fn evaluate<'s>(&'s self, request: &'s SignInRequest) -> Evaluation<'s> {
+        let mut notices = Vec::new();
+        let subject = match &request.identity {
+            Identity::User {
+                user_id,
+                external_tenant_id,
+                external_user_type,
+            } => {
+                let index = self.user_index.get(user_id).copied();
+                let facts = index.and_then(|i| self.users.get(i as usize));
+                if facts.is_none() {
+                    notices.push(Notice::UnknownUser(user_id.clone()));
+                }
+                Subject::User {
+                    index,
+                    guest: external_user_type.or(facts.and_then(|f| f.guest_type)),
+                    tenant: external_tenant_id.as_deref(),
+                    groups: facts.map_or(&self.empty_bits.0, |f| &f.groups),
+                    roles: facts.map_or(&self.empty_bits.1, |f| &f.roles),
+                }
+            }
+            Identity::ServicePrincipal { app_id } => {
+                if !self.known_apps.contains(app_id) {
+                    notices.push(Notice::UnknownServicePrincipal(app_id.clone()));
+                }
+                Subject::ServicePrincipal
+            }
+        };
+        let locations = LocationFacts::new(self, &request.conditions);
+
+        // Start from "not this target" for everything, then evaluate only the candidates.
+        let target_reason = match &request.target {
+            Target::Apps(_) => Reason::Application,
+            Target::UserAction(_) => Reason::UserActions,
+            Target::AuthContext(_) => Reason::AuthenticationContext,
+        };
+        let mut results: Vec<Applicability> = self
+            .policies
+            .iter()
+            .map(|p| match p.policy.state {
+                PolicyState::Disabled => Applicability::no(Reason::PolicyNotEnabled),
+                _ => Applicability::no(target_reason),
+            })
+            .collect();
+        let mut run = |i: u16| {
+            if let (Some(p), Some(slot)) =
+                (self.policies.get(i as usize), results.get_mut(i as usize))
+            {
+                *slot = self.applicability(p, request, &subject, &locations);
+            }
+        };
+        match &request.target {
+            Target::Apps(apps) if apps.len() == 1 => {
+                self.index.all_apps.iter().copied().for_each(&mut run);
+                if let Some(list) = apps.first().and_then(|a| self.index.by_app.get(a)) {
+                    list.iter().copied().for_each(&mut run);
+                }
+            }
+            Target::Apps(_) => (0..self.policies.len() as u16)
+                .filter(|i| {
+                    self.policies
+                        .get(*i as usize)
+                        .is_some_and(|p| p.policy.state != PolicyState::Disabled)
+                })
+                .for_each(&mut run),
+            Target::UserAction(a) => {
+                if let Some(list) = self.index.by_action.get(a) {
+                    list.iter().copied().for_each(&mut run);
+                }
+            }
+            Target::AuthContext(c) => {
+                if let Some(list) = self.index.by_context.get(c) {
+                    list.iter().copied().for_each(&mut run);
+                }
+            }
+        }
+        Evaluation {
+            snapshot: self,
+            request,
+            results,
+            notices,
+        }
+    }
+
+    fn applicability(
+        &self,
+        cp: &CompiledPolicy,
+        req: &SignInRequest,
+        subject: &Subject<'_>,
+        locations: &LocationFacts,
+    ) -> Applicability {
+        let c = &cp.policy.conditions;
+        let s = &req.conditions;
+        // Conditions in the order What-If reports them; the first definite "no" is the reason.
+        let checks: [(Reason, &dyn Fn() -> Tri); 12] = [
+            (target_reason(&req.target), &|| {
+                target_matches(cp, &req.target)
+            }),
+            (identity_reason(subject), &|| identity_matches(cp, subject)),
+            (Reason::DevicePlatform, &|| {
+                platform_matches(c.platforms.as_ref(), s.device_platform)
+            }),
+            (Reason::Location, &|| match &cp.locations {
+                None => Tri::Yes,
+                Some(l) => locations.matches(self, l),
+            }),
+            (Reason::ClientApps, &|| {
+                client_app_matches(&c.client_app_types, s.client_app_type)
+            }),
+            (Reason::Devices, &|| devices_match(c.devices.as_ref(), s)),
+            (Reason::SignInRisk, &|| {
+                level_matches(&c.sign_in_risk_levels, s.sign_in_risk)
+            }),
+            (Reason::UserRisk, &|| {
+                level_matches(&c.user_risk_levels, s.user_risk)
+            }),
+            (Reason::WorkloadIdentities, &|| {
+                level_matches(&c.service_principal_risk_levels, s.service_principal_risk)
+            }),
+            (Reason::InsiderRisk, &|| {
+                level_matches(&c.insider_risk_levels, s.insider_risk)
+            }),
+            (Reason::AuthenticationFlow, &|| {
+                flow_matches(&c.authentication_flows, s)
+            }),
+            (Reason::Time, &|| {
+                if c.undecidable.is_empty() {
+                    Tri::Yes
+                } else {
+                    Tri::Unknown
+                }
+            }),
+        ];
+        let mut unknown = false;
+        for (reason, check) in checks {
+            match check() {
+                Tri::No => return Applicability::no(reason),
+                Tri::Unknown => unknown = true,
+                Tri::Yes => {}
+            }
+        }
+        if unknown {
+            Applicability {
+                applies: Tri::Unknown,
+                reason: Reason::NotEnoughInformation,
+            }
+        } else {
+            Applicability {
+                applies: Tri::Yes,
+                reason: Reason::NotSet,
+            }
+        }
+    }
+}
+
+fn target_reason(t: &Target) -> Reason {
+    match t {
+        Target::Apps(_) => Reason::Application,
+        Target::UserAction(_) => Reason::UserActions,
+        Target::AuthContext(_) => Reason::AuthenticationContext,
+    }
+}
+
+fn identity_reason(s: &Subject<'_>) -> Reason {
+    match s {
+        Subject::User { .. } => Reason::Users,
+        Subject::ServicePrincipal => Reason::WorkloadIdentities,
+    }
+}
+
+/// Policies target a resource, a user action or an authentication context; `All` resources
+/// covers every app but no user action (Entra keeps the two apart).
+fn target_matches(cp: &CompiledPolicy, target: &Target) -> Tri {
+    let a = &cp.apps;
+    Tri::from_bool(match target {
+        Target::Apps(apps) => apps
+            .iter()
+            .any(|app| (a.include_all || a.include.contains(app)) && !a.exclude.contains(app)),
+        Target::UserAction(action) => a.actions.contains(action),
+        Target::AuthContext(ctx) => a.contexts.contains(ctx),
+    })
+}
+
+fn identity_matches(cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri {
+    match subject {
+        Subject::User {
+            index,
+            guest,
+            tenant,
+            groups,
+            roles,
+        } => match &cp.users {
+            None => Tri::No,
+            Some(u) => users_match(u, *index, *guest, *tenant, groups, roles),
+        },
+        // Every service principal Gatehouse evaluates is registered in this tenant, so
+        // `All` and `ServicePrincipalsInMyTenant` both cover it.
+        Subject::ServicePrincipal => {
+            Tri::from_bool(cp.policy.conditions.client_applications.is_some())
+        }
+    }
+    .and_then_sp(cp, subject)
+}
+
+trait SpExclusion {
+    fn and_then_sp(self, cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri;
+}
+
+impl SpExclusion for Tri {
+    fn and_then_sp(self, _cp: &CompiledPolicy, _subject: &Subject<'_>) -> Tri {
+        self
+    }
+}
+
+fn users_match(
+    u: &CompiledUsers,
+    index: Option<u32>,
+    guest: Option<GuestType>,
+    tenant: Option<&str>,
+    groups: &Bits,
+    roles: &Bits,
+) -> Tri {
+    let direct = |ids: &[u32]| index.is_some_and(|i| ids.contains(&i));
+    let include = Tri::from_bool(
+        u.include_all
+            || (u.include_any_guest && guest.is_some())
+            || direct(&u.include_users)
+            || groups.intersects(&u.include_groups)
+            || roles.intersects(&u.include_roles),
+    )
+    .or(guests_match(u.include_guests.as_ref(), guest, tenant));
+    if include == Tri::No {
+        return Tri::No;
+    }
+    let exclude = Tri::from_bool(
+        (u.exclude_any_guest && guest.is_some())
+            || direct(&u.exclude_users)
+            || groups.intersects(&u.exclude_groups)
+            || roles.intersects(&u.exclude_roles),
+    )
+    .or(guests_match(u.exclude_guests.as_ref(), guest, tenant));
+    include.and_not(exclude)
+}
+
+fn guests_match(
+    g: Option<&GuestsOrExternalUsers>,
+    guest: Option<GuestType>,
+    tenant: Option<&str>,
+) -> Tri {
+    let (Some(g), Some(t)) = (g, guest) else {
+        return Tri::No;
+    };
+    if !g.types.contains(t) {
+        return Tri::No;
+    }
+    // Internal guests live in this tenant; the external-tenant filter is about the others.
+    match (&g.tenants, t) {
+        (ExternalTenants::All, _) | (_, GuestType::InternalGuest) => Tri::Yes,
+        (ExternalTenants::Enumerated(list), _) => match tenant {
+            Some(id) => Tri::from_bool(list.iter().any(|x| x == id)),
+            None => Tri::Unknown,
+        },
+    }
+}
+
+fn platform_matches(p: Option<&PlatformsCondition>, platform: Option<Platform>) -> Tri {
+    let Some(p) = p else { return Tri::Yes };
+    let Some(platform) = platform else {
+        return Tri::Unknown;
+    };
+    let included = p.include.contains(&Platform::All) || p.include.contains(&platform);
+    let excluded = p.exclude.contains(&platform) || p.exclude.contains(&Platform::All);
+    Tri::from_bool(included && !excluded)
+}
+
+fn client_app_matches(types: &[ClientAppType], client: Option<ClientAppType>) -> Tri {
+    if types.is_empty() {
+        return Tri::Yes;
+    }
+    match client {
+        None => Tri::Unknown,
+        Some(c) => Tri::from_bool(types.iter().any(|t| t.covers(c))),
+    }
+}
+
+fn devices_match(d: Option<&DevicesCondition>, s: &SignInConditions) -> Tri {
+    let Some(d) = d else { return Tri::Yes };
+    let Some(device) = &s.device else {
+        return Tri::Unknown;
+    };
+    if let Some((mode, rule)) = &d.filter {
+        let hit = rule.matches(device);
+        let applies = match mode {
+            FilterMode::Include => hit,
+            FilterMode::Exclude => !hit,
+        };
+        if !applies {
+            return Tri::No;
+        }
+    }
+    // Deprecated device states: include `All`, exclude `Compliant` / `DomainJoined`.
+    if !d.include_states.is_empty() || !d.exclude_states.is_empty() {
+        let state = |name: &str| match name.to_ascii_lowercase().as_str() {
+            "all" => true,
+            "compliant" => device.is_compliant == Some(true),
+            "domainjoined" => device
+                .trust_type
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("ServerAD")),
+            _ => false,
+        };
+        let included = d.include_states.is_empty() || d.include_states.iter().any(|n| state(n));
+        let excluded = d.exclude_states.iter().any(|n| state(n));
+        if !included || excluded {
+            return Tri::No;
+        }
+    }
+    Tri::Yes
+}
+
+fn level_matches<T: PartialEq + Copy>(levels: &[T], level: Option<T>) -> Tri {
+    if levels.is_empty() {
+        return Tri::Yes;
+    }
+    match level {
+        None => Tri::Unknown,
+        Some(l) => Tri::from_bool(levels.contains(&l)),
+    }
+}
+
+fn flow_matches(flows: &[TransferMethod], s: &SignInConditions) -> Tri {
+    if flows.is_empty() {
+        return Tri::Yes;
+    }
+    match s.authentication_flow {
+        None => Tri::Unknown,
+        Some(None) => Tri::No,
+        Some(Some(t)) => Tri::from_bool(flows.contains(&t)),
+    }
+}
+
+/// Which named locations the sign-in is in, computed once per sign-in.
+struct LocationFacts {
+    ip: Option<IpAddr>,
+    country: Option<Option<String>>,
+}
+
+impl LocationFacts {
+    fn new(_snapshot: &Snapshot, s: &SignInConditions) -> Self {
+        LocationFacts {
+            ip: s.ip_address,
+            country: s.country.clone(),
+        }
+    }
+
+    fn in_location(&self, snapshot: &Snapshot, i: u32) -> Tri {
+        let Some(loc) = snapshot.locations.get(i as usize) else {
+            return Tri::No;
+        };
+        match &loc.kind {
+            LocationKind::Ip { ranges, .. } => match &self.ip {
+                Some(ip) => Tri::from_bool(ip_in(ranges, ip)),
+                None => Tri::Unknown,
+            },
+            LocationKind::Country {
+                countries,
+                include_unknown,
+            } => match &self.country {
+                Some(Some(c)) => Tri::from_bool(countries.iter().any(|x| x == c)),
+                Some(None) => Tri::from_bool(*include_unknown),
+                None => Tri::Unknown,
+            },
+            LocationKind::CompliantNetwork => Tri::No,
+        }
+    }
+
+    fn in_trusted(&self, snapshot: &Snapshot) -> Tri {
+        snapshot
+            .trusted_locations
+            .iter()
+            .fold(Tri::No, |acc, i| acc.or(self.in_location(snapshot, *i)))
+    }
+
+    fn matches(&self, snapshot: &Snapshot, l: &CompiledLocations) -> Tri {
+        let mut include = Tri::from_bool(l.include_all);
+        if l.include_trusted {
+            include = include.or(self.in_trusted(snapshot));
+        }
+        for i in &l.include {
+            include = include.or(self.in_location(snapshot, *i));
+        }
+        if include == Tri::No {
+            return Tri::No;
+        }
+        let mut exclude = Tri::No;
+        if l.exclude_trusted {
+            exclude = exclude.or(self.in_trusted(snapshot));
+        }
+        for i in &l.exclude {
+            exclude = exclude.or(self.in_location(snapshot, *i));
+        }
+        include.and_not(exclude)
+    }
+}
+
+impl<'s> Evaluation<'s> {
+    pub fn snapshot(&self) -> &'s Snapshot {
+        self.snapshot
+    }
+
+    pub fn request(&self) -> &'s SignInRequest {
+        self.request
+    }
+
+    /// Policies with their applicability, in tenant order.
+    pub fn policies(&self) -> impl Iterator<Item = (&'s Policy, Applicability)> + '_ {
+        self.snapshot
+            .policies
+            .iter()
+            .map(|p| &p.policy)
+            .zip(self.results.iter().copied())
+    }
+
+    pub(crate) fn compiled(
+        &self,
+    ) -> impl Iterator<Item = (&'s CompiledPolicy, Applicability)> + '_ {
+        self.snapshot
+            .policies
+            .iter()
+            .zip(self.results.iter().copied())
+    }
+
+    /// Ids of policies whose `policyApplies` is true (enabled and report-only).
+    pub fn applying_ids(&self) -> Vec<&'s str> {
+        self.policies()
+            .filter(|(_, a)| a.applies == Tri::Yes)
+            .map(|(p, _)| p.id.as_str())
+            .collect()
+    }
+}
