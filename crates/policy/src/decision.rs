@@ -66,6 +66,26 @@ impl Control {
         )
     }
 
+    /// The control in words, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Control::Mfa => "multifactor authentication".into(),
+            Control::AuthenticationStrength { display_name, .. } => {
+                format!("the authentication strength \"{display_name}\"")
+            }
+            Control::CompliantDevice => "a compliant device".into(),
+            Control::DomainJoinedDevice => "a hybrid-joined device".into(),
+            Control::ApprovedApplication => "an approved client app".into(),
+            Control::CompliantApplication => "an app protection policy".into(),
+            Control::PasswordChange => "a password change".into(),
+            Control::RiskRemediation => "risk remediation".into(),
+            Control::CompliantNetwork => "a compliant network".into(),
+            Control::TermsOfUse(id) => format!("accepting terms of use `{id}`"),
+            Control::CustomFactor(id) => format!("the custom control `{id}`"),
+            Control::Unknown(name) => format!("the unknown control `{name}`"),
+        }
+    }
+
     /// The sign-in log's words for the control (`enforcedGrantControls`).
     pub fn label(&self) -> String {
         match self {

@@ -149,7 +149,8 @@ enum Subject<'a> {
         groups: &'a Bits,
         roles: &'a Bits,
     },
-    ServicePrincipal,
+    /// The ids the service principal is known by (app id and object id).
+    ServicePrincipal { ids: [String; 2] },
 }
 
 impl Snapshot {
@@ -176,10 +177,14 @@ impl Snapshot {
                 }
             }
             Identity::ServicePrincipal { app_id } => {
-                if !self.known_apps.contains(app_id) {
-                    notices.push(Notice::UnknownServicePrincipal(app_id.clone()));
-                }
-                Subject::ServicePrincipal
+                let ids = match self.service_principals.get(app_id) {
+                    Some(pair) => pair.clone(),
+                    None => {
+                        notices.push(Notice::UnknownServicePrincipal(app_id.clone()));
+                        [app_id.clone(), app_id.clone()]
+                    }
+                };
+                Subject::ServicePrincipal { ids }
             }
         };
         let locations = LocationFacts::new(self, &request.conditions);
@@ -320,7 +325,7 @@ fn target_reason(t: &Target) -> Reason {
 fn identity_reason(s: &Subject<'_>) -> Reason {
     match s {
         Subject::User { .. } => Reason::Users,
-        Subject::ServicePrincipal => Reason::WorkloadIdentities,
+        Subject::ServicePrincipal { .. } => Reason::WorkloadIdentities,
     }
 }
 
@@ -349,22 +354,19 @@ fn identity_matches(cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri {
             None => Tri::No,
             Some(u) => users_match(u, *index, *guest, *tenant, groups, roles),
         },
-        // Every service principal Gatehouse evaluates is registered in this tenant, so
-        // `All` and `ServicePrincipalsInMyTenant` both cover it.
-        Subject::ServicePrincipal => {
-            Tri::from_bool(cp.policy.conditions.client_applications.is_some())
-        }
-    }
-    .and_then_sp(cp, subject)
-}
-
-trait SpExclusion {
-    fn and_then_sp(self, cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri;
-}
-
-impl SpExclusion for Tri {
-    fn and_then_sp(self, _cp: &CompiledPolicy, _subject: &Subject<'_>) -> Tri {
-        self
+        Subject::ServicePrincipal { ids } => match &cp.policy.conditions.client_applications {
+            None => Tri::No,
+            Some(c) => {
+                let listed = |list: &[String]| list.iter().any(|x| ids.contains(x));
+                // Every service principal Gatehouse evaluates is registered in this tenant, so
+                // `ServicePrincipalsInMyTenant` covers it like `All`.
+                let everyone = c
+                    .include
+                    .iter()
+                    .any(|x| x == "all" || x == "serviceprincipalsinmytenant");
+                Tri::from_bool((everyone || listed(&c.include)) && !listed(&c.exclude))
+            }
+        },
     }
 }
 

@@ -30,3 +30,9 @@ pub use request::SignInRequest;
 pub use snapshot::Snapshot;
 pub use tenant::{Loaded, SourceFile, Tenant, load};
 pub use whatif::{Case, CaseResult, run_case};
+
+#[cfg(test)]
+mod rules_tests;
+
+#[cfg(test)]
+mod proptests;

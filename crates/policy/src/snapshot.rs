@@ -122,7 +122,9 @@ pub struct Snapshot {
     pub(crate) index: TargetIndex,
     pub(crate) empty_bits: (Bits, Bits),
     pub(crate) strengths: HashMap<String, AuthenticationStrength>,
-    pub(crate) known_apps: HashSet<String>,
+    /// Service principals by app id and by object id, to the pair of both (lists in policies
+    /// and What-If requests use either).
+    pub(crate) service_principals: HashMap<String, [String; 2]>,
 }
 
 /// The most policies Entra allows in a tenant; the index uses `u16` positions.
@@ -337,11 +339,17 @@ impl Snapshot {
             }
         }
 
-        let known_apps = tenant
-            .applications
-            .iter()
-            .map(|a| a.app_id.clone())
-            .collect();
+        let mut service_principals = HashMap::new();
+        for a in &tenant.applications {
+            let pair = [
+                a.app_id.clone(),
+                a.object_id.clone().unwrap_or_else(|| a.app_id.clone()),
+            ];
+            service_principals.insert(a.app_id.clone(), pair.clone());
+            if let Some(object_id) = &a.object_id {
+                service_principals.insert(object_id.clone(), pair);
+            }
+        }
         Snapshot {
             policies,
             users,
@@ -351,7 +359,7 @@ impl Snapshot {
             index,
             empty_bits: (Bits::new(gw), Bits::new(rw)),
             strengths,
-            known_apps,
+            service_principals,
         }
     }
 

@@ -54,10 +54,26 @@ impl Evaluation<'_> {
                 Tri::No => format!("no ({})", a.reason.graph_name()),
                 Tri::Unknown => "unknown (notEnoughInformation)".to_owned(),
             };
-            let controls = p.grant.as_ref().map(describe_grant).unwrap_or_default();
+            let mut controls = p
+                .grant
+                .as_ref()
+                .map(|g| self.describe_grant(g))
+                .unwrap_or_default();
+            if let Some(session) = p
+                .session
+                .as_ref()
+                .map(describe_session)
+                .filter(|s| !s.is_empty())
+            {
+                controls = if controls.is_empty() {
+                    session
+                } else {
+                    format!("{controls}; {session}")
+                };
+            }
             rows.push([p.display_name.clone(), state.to_owned(), applies, controls]);
         }
-        let headers = ["POLICY", "STATE", "APPLIES", "GRANT"];
+        let headers = ["POLICY", "STATE", "APPLIES", "CONTROLS"];
         let widths: Vec<usize> = (0..4)
             .map(|i| {
                 rows.iter()
@@ -93,7 +109,7 @@ impl Evaluation<'_> {
                 let parts: Vec<String> = requirements
                     .iter()
                     .map(|r| {
-                        let controls: Vec<String> = r.unmet.iter().map(|c| c.label()).collect();
+                        let controls: Vec<String> = r.unmet.iter().map(|c| c.describe()).collect();
                         let joiner = match r.operator {
                             crate::model::enums::GrantOperator::And => " and ",
                             crate::model::enums::GrantOperator::Or => " or ",
@@ -119,6 +135,32 @@ impl Evaluation<'_> {
         out
     }
 
+    fn describe_grant(&self, g: &GrantControls) -> String {
+        let mut parts: Vec<String> = g
+            .built_in
+            .iter()
+            .map(|c| c.graph_name().to_owned())
+            .collect();
+        if let Some(s) = &g.authentication_strength {
+            let name = self
+                .snapshot()
+                .strength(&s.id)
+                .map(|x| x.display_name.clone());
+            let name = name.or_else(|| s.embedded.as_ref().map(|e| e.display_name.clone()));
+            parts.push(format!(
+                "strength \"{}\"",
+                name.unwrap_or_else(|| s.id.clone())
+            ));
+        }
+        parts.extend(g.terms_of_use.iter().map(|t| format!("termsOfUse {t}")));
+        parts.extend(g.custom_factors.iter().map(|t| format!("custom {t}")));
+        let op = match g.operator {
+            crate::model::enums::GrantOperator::And => " AND ",
+            crate::model::enums::GrantOperator::Or => " OR ",
+        };
+        parts.join(op)
+    }
+
     fn name_of(&self, id: &str) -> String {
         self.policies()
             .find(|(p, _)| p.id == id)
@@ -136,21 +178,29 @@ impl Evaluation<'_> {
     }
 }
 
-fn describe_grant(g: &GrantControls) -> String {
-    let mut parts: Vec<String> = g
-        .built_in
-        .iter()
-        .map(|c| c.graph_name().to_owned())
-        .collect();
-    if let Some(s) = &g.authentication_strength {
-        parts.push(format!("strength:{}", s.id));
+fn describe_session(s: &crate::model::policy::SessionControls) -> String {
+    use crate::model::policy::{PersistentBrowser, SignInFrequency};
+    let mut parts = Vec::new();
+    match s.sign_in_frequency {
+        Some(SignInFrequency::EveryTime) => parts.push("sign-in every time".to_owned()),
+        Some(SignInFrequency::Hours(h)) => parts.push(format!("sign-in every {h}h")),
+        None => {}
     }
-    parts.extend(g.terms_of_use.iter().map(|t| format!("termsOfUse:{t}")));
-    let op = match g.operator {
-        crate::model::enums::GrantOperator::And => " AND ",
-        crate::model::enums::GrantOperator::Or => " OR ",
-    };
-    parts.join(op)
+    match s.persistent_browser {
+        Some(PersistentBrowser::Always) => parts.push("persistent browser".to_owned()),
+        Some(PersistentBrowser::Never) => parts.push("no persistent browser".to_owned()),
+        None => {}
+    }
+    if s.application_enforced_restrictions {
+        parts.push("app-enforced restrictions".to_owned());
+    }
+    if let Some(mode) = &s.cloud_app_security {
+        parts.push(format!("cloud app security ({mode})"));
+    }
+    if let Some(mode) = &s.continuous_access_evaluation {
+        parts.push(format!("CAE ({mode})"));
+    }
+    parts.join(", ")
 }
 
 /// A What-If test case: one line of a `cases.jsonl` file.

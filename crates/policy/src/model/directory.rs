@@ -42,6 +42,8 @@ pub struct RoleAssignment {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Application {
     pub app_id: String,
+    /// The service principal's object id, when the export has it.
+    pub object_id: Option<String>,
     pub display_name: String,
     pub raw: Map<String, Value>,
 }
@@ -146,6 +148,7 @@ pub fn parse_directory_role(o: Obj<'_>) -> FieldResult<Vec<RoleAssignment>> {
 pub fn parse_application(o: Obj<'_>) -> FieldResult<Application> {
     Ok(Application {
         app_id: normalize_id(o.required_string("appId")?),
+        object_id: o.string("id")?.map(normalize_id),
         display_name: o.string("displayName")?.unwrap_or_default().to_owned(),
         raw: o.map.clone(),
     })
