@@ -254,11 +254,8 @@ impl Decision {
 impl Evaluation<'_> {
     /// Combines the applying policies with what the sign-in has proven so far.
     pub fn decide(&self, auth: &AuthState) -> Decision {
-        let device = self.request.conditions.device.as_ref();
-        let device_compliant = device.and_then(|d| d.is_compliant).unwrap_or(false);
-        let domain_joined = device
-            .and_then(|d| d.trust_type.as_deref())
-            .is_some_and(|t| t.eq_ignore_ascii_case("ServerAD"));
+        let device_compliant = self.device_compliant;
+        let domain_joined = self.device_domain_joined;
         let satisfied = |c: &Control| -> bool {
             match c {
                 Control::Mfa => self

@@ -135,7 +135,10 @@ impl std::fmt::Display for Notice {
 #[derive(Debug, Clone)]
 pub struct Evaluation<'s> {
     pub(crate) snapshot: &'s Snapshot,
-    pub(crate) request: &'s SignInRequest,
+    /// What `decide` needs from the request: the device's compliance and join type.
+    pub(crate) device_compliant: bool,
+    pub(crate) device_domain_joined: bool,
+    pub(crate) applied_policies_only: bool,
     pub results: Vec<Applicability>,
     pub notices: Vec<Notice>,
 }
@@ -155,7 +158,7 @@ enum Subject<'a> {
 
 impl Snapshot {
     /// Decides, for every policy, whether it applies to this sign-in.
-    pub fn evaluate<'s>(&'s self, request: &'s SignInRequest) -> Evaluation<'s> {
+    pub fn evaluate(&self, request: &SignInRequest) -> Evaluation<'_> {
         let mut notices = Vec::new();
         let subject = match &request.identity {
             Identity::User {
@@ -235,11 +238,16 @@ impl Snapshot {
                 }
             }
         }
+        let device = request.conditions.device.as_ref();
         Evaluation {
             snapshot: self,
-            request,
             results,
             notices,
+            device_compliant: device.and_then(|d| d.is_compliant).unwrap_or(false),
+            device_domain_joined: device
+                .and_then(|d| d.trust_type.as_deref())
+                .is_some_and(|t| t.eq_ignore_ascii_case("ServerAD")),
+            applied_policies_only: request.applied_policies_only,
         }
     }
 
@@ -564,10 +572,6 @@ impl LocationFacts {
 impl<'s> Evaluation<'s> {
     pub fn snapshot(&self) -> &'s Snapshot {
         self.snapshot
-    }
-
-    pub fn request(&self) -> &'s SignInRequest {
-        self.request
     }
 
     /// Policies with their applicability, in tenant order.

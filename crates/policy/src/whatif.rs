@@ -14,7 +14,7 @@ impl Evaluation<'_> {
     /// stored plus `policyApplies` and `analysisReasons`. Disabled policies are listed with
     /// `policyNotEnabled` unless `appliedPoliciesOnly` is set.
     pub fn to_graph_json(&self) -> Value {
-        let only_applied = self.request().applied_policies_only;
+        let only_applied = self.applied_policies_only;
         let value: Vec<Value> = self
             .policies()
             .filter(|(_, a)| !only_applied || a.applies == Tri::Yes)

@@ -1,0 +1,252 @@
+//! The binary with bad input of every kind: one clear line, a non-zero exit, never a panic.
+
+use serde_json::{Value, json};
+
+use crate::support::{Scratch, gatehouse};
+
+const POLICY: &str = r#"{"id":"p1","displayName":"011-Block","state":"enabled",
+  "conditions":{"users":{"includeUsers":["All"]},"applications":{"includeApplications":["All"]}},
+  "grantControls":{"operator":"OR","builtInControls":["block"]}}"#;
+
+fn good_request() -> Value {
+    json!({
+        "signInIdentity": {"@odata.type": "#microsoft.graph.userSignIn", "userId": "u1"},
+        "signInContext": {"@odata.type": "#microsoft.graph.applicationContext", "includeApplications": ["a1"]},
+        "signInConditions": {}
+    })
+}
+
+/// Runs whatif on a tenant with one policy file and a request from stdin.
+fn whatif(policy: &str, request: &str) -> (i32, String, String) {
+    let dir = Scratch::new();
+    dir.write("policies/011.json", policy);
+    let out = gatehouse(
+        &[
+            "whatif",
+            "--tenant",
+            dir.0.to_str().unwrap(),
+            "--request",
+            "-",
+        ],
+        Some(request),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_clear_error(code: i32, stderr: &str, needle: &str) {
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: ") && first.contains(needle),
+        "expected `{needle}` in: {stderr}"
+    );
+}
+
+#[test]
+fn a_good_request_works() {
+    let (code, stdout, stderr) = whatif(POLICY, &good_request().to_string());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("BLOCKED by \"011-Block\""), "{stdout}");
+    assert!(stderr.contains("user `u1` is not in the tenant export"));
+}
+
+#[test]
+fn bad_policies_are_refused_with_file_policy_and_path() {
+    let cases = [
+        ("{\"id\":", "policies/011.json: unexpected end of JSON"),
+        (
+            &POLICY.replace(r#""includeUsers":["All"]"#, r#""includeUsers":"All""#),
+            r#"policies/011.json: policy "011-Block": conditions.users.includeUsers: expected an array, found a string"#,
+        ),
+        (
+            &POLICY.replace(r#""users":{"#, r#""locations":{"includeLocations":["x"]},"users":{"#).replace("\"id\":\"p1\",", "\"id\":\"p1\",\"x\":1,"),
+            "",
+        ),
+        (
+            &POLICY.replace(r#""clientAppTypes""#, "").replace(r#""users":{"#, r#""devices":{"deviceFilter":{"mode":"include","rule":"device.trustType -eq"}},"users":{"#),
+            "conditions.devices.deviceFilter.rule: invalid device filter",
+        ),
+        (&format!("{}{}", "[".repeat(5000), "]".repeat(5000)), "policies/011.json: invalid JSON"),
+        (&POLICY.replace("enabled", "on"), "state: `on` is not a valid policy state"),
+    ];
+    for (policy, needle) in cases {
+        let (code, _, stderr) = whatif(policy, &good_request().to_string());
+        if needle.is_empty() {
+            // A dangling location reference is a warning, not an error.
+            assert_eq!(code, 0, "{stderr}");
+        } else {
+            assert_clear_error(code, &stderr, needle);
+            assert!(stderr.contains("the tenant was refused"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn bad_cidr_in_a_named_location_is_refused() {
+    let dir = Scratch::new();
+    dir.write("policies/011.json", POLICY);
+    dir.write(
+        "namedLocations.json",
+        r##"{"value":[{"@odata.type":"#microsoft.graph.ipNamedLocation","id":"l1","displayName":"HQ","ipRanges":[{"cidrAddress":"203.0.113.0/33"}]}]}"##,
+    );
+    let out = gatehouse(
+        &["policies", "check", "--tenant", dir.0.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#"namedLocations.json: named location "HQ": ipRanges[0].cidrAddress: `203.0.113.0/33` is not an IPv4 or IPv6 range in CIDR notation"#), "{stdout}");
+}
+
+#[test]
+fn bad_requests_get_one_clear_line() {
+    let mut missing = good_request();
+    missing.as_object_mut().unwrap().remove("signInContext");
+    let mut bad_ip = good_request();
+    bad_ip["signInConditions"]["ipAddress"] = json!("10.0.0.300");
+    let mut bad_platform = good_request();
+    bad_platform["signInConditions"]["devicePlatform"] = json!("amiga");
+    let mut typo = good_request();
+    typo["signInCondition"] = json!({});
+    let cases: Vec<(String, &str)> = vec![
+        ("".into(), "request: unexpected end of JSON"),
+        ("not json".into(), "request: invalid JSON"),
+        (missing.to_string(), "request: signInContext: is required"),
+        (
+            bad_ip.to_string(),
+            "request: signInConditions.ipAddress: `10.0.0.300` is not an IP address",
+        ),
+        (
+            bad_platform.to_string(),
+            "request: signInConditions.devicePlatform: `amiga` is not a valid device platform",
+        ),
+        (
+            typo.to_string(),
+            "request: signInCondition: unknown property",
+        ),
+        ("[".repeat(300_000), "the request is larger than"),
+        (
+            format!("{}1{}", "[".repeat(1000), "]".repeat(1000)),
+            "request: invalid JSON",
+        ),
+    ];
+    for (request, needle) in cases {
+        let (code, _, stderr) = whatif(POLICY, &request);
+        assert_clear_error(code, &stderr, needle);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn missing_paths_and_empty_folders_are_clear_errors() {
+    let out = gatehouse(
+        &["policies", "check", "--tenant", "/nonexistent/tenant"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("error: cannot read tenant `/nonexistent/tenant`")
+    );
+    let dir = Scratch::new();
+    let out = gatehouse(
+        &["policies", "check", "--tenant", dir.0.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no *.json files"));
+}
+
+#[test]
+fn utf16_exports_with_a_bom_load() {
+    let dir = Scratch::new();
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(POLICY.encode_utf16().flat_map(u16::to_le_bytes));
+    dir.write("policy.json", bytes);
+    let out = gatehouse(
+        &[
+            "policies",
+            "check",
+            "--tenant",
+            dir.0.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["policies"], 1);
+    // "Blocks all users and excludes nobody" is the lock-out warning.
+    assert!(
+        report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "GH-LINT-003")
+    );
+}
+
+#[test]
+fn cases_files_report_one_line_per_case_and_fail_the_run_on_a_miss() {
+    let dir = Scratch::new();
+    dir.write("tenant/policy.json", POLICY);
+    let pass = json!({"name": "blocked", "request": good_request(), "expect": {"applies": ["p1"], "exact": true, "blocked": true}});
+    let fail = json!({"name": "not blocked?", "request": good_request(), "expect": {"applies": [], "blocked": false}});
+    let cases = dir.write(
+        "cases.jsonl",
+        format!("{pass}\n\n{fail}\n{}\n", good_request()),
+    );
+    let tenant = dir.0.join("tenant");
+    let out = gatehouse(
+        &[
+            "whatif",
+            "--tenant",
+            tenant.to_str().unwrap(),
+            "--cases",
+            cases.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["pass"], true);
+    assert_eq!(lines[1]["pass"], false);
+    assert!(
+        lines[1]["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("expected blocked=false, got blocked=true")
+    );
+    assert_eq!(lines[2]["pass"], true);
+    assert_eq!(lines[2]["applies"], json!(["p1"]));
+
+    let broken = dir.write(
+        "broken.jsonl",
+        format!("{pass}\n{{\"name\": \"x\", \"request\": {{}}}}\n"),
+    );
+    let out = gatehouse(
+        &[
+            "whatif",
+            "--tenant",
+            tenant.to_str().unwrap(),
+            "--cases",
+            broken.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("broken.jsonl:2: request.signInIdentity: is required")
+    );
+}

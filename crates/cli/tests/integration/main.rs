@@ -1,0 +1,15 @@
+//! The one integration-test binary (each extra `tests/*.rs` is another slow link on 2 cores):
+//! add modules here rather than files beside it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests should fail loudly at the first surprise"
+)]
+
+mod cli;
+mod corpus;
+mod scenarios;
+mod support;
