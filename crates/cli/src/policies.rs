@@ -14,6 +14,9 @@ pub struct CheckArgs {
     tenant: PathBuf,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Exit 1 when there are warnings too (for CI gates).
+    #[arg(long)]
+    deny_warnings: bool,
 }
 
 pub fn check(args: &CheckArgs) -> Result<u8, Failure> {
@@ -59,5 +62,6 @@ pub fn check(args: &CheckArgs) -> Result<u8, Failure> {
             }
         }
     }
-    Ok(if errors.is_empty() { 0 } else { 1 })
+    let failed = !errors.is_empty() || (args.deny_warnings && !warnings.is_empty());
+    Ok(if failed { 1 } else { 0 })
 }

@@ -8,19 +8,24 @@ use gatehouse_policy::{Case, SignInRequest, Snapshot, json, run_case};
 use crate::{Failure, Format, files};
 
 #[derive(clap::Args)]
+#[command(
+    group(clap::ArgGroup::new("input").required(true).args(["request", "cases"])),
+    after_help = "A cases file is JSON Lines: one case per line, each {\"name\", \"request\", \"expect\": {\"applies\": [policy ids], \"exact\": bool, \"blocked\": bool}}. A line with only a request is run and not checked. See examples/contoso/cases.jsonl.\n\nExit codes: 0 success (whatever the outcome of the sign-in); 1 a case failed; 2 bad input."
+)]
 pub struct Args {
     /// A tenant export: a folder (every *.json below it) or one JSON file.
     #[arg(long)]
     tenant: PathBuf,
     /// The body of Graph POST /identity/conditionalAccess/evaluate, from a file or `-` for stdin.
-    #[arg(long, conflicts_with = "cases", required_unless_present = "cases")]
+    #[arg(long)]
     request: Option<String>,
     /// A JSON Lines file of cases (`{"name", "request", "expect"}` or bare requests): one result line each.
     #[arg(long)]
     cases: Option<PathBuf>,
-    /// `json` prints the Graph response (with --request) or one JSON object per case.
-    #[arg(long, value_enum)]
-    format: Option<Format>,
+    /// `text` is for people; `json` prints the Graph response (with --request) or one JSON
+    /// object per case (with --cases).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
 }
 
 pub fn run(args: &Args) -> Result<u8, Failure> {
@@ -32,15 +37,15 @@ pub fn run(args: &Args) -> Result<u8, Failure> {
             .iter()
             .map(|d| d.to_string())
             .chain([format!(
-                "the tenant was refused ({} errors): nothing was evaluated",
-                e.errors.len()
+                "the tenant was refused ({}): nothing was evaluated",
+                plural(e.errors.len(), "error")
             )])
             .collect(),
     })?;
     let snapshot = Snapshot::compile(&loaded.tenant);
     match (&args.request, &args.cases) {
-        (Some(source), _) => one(&snapshot, source, args.format.unwrap_or(Format::Text)),
-        (None, Some(path)) => many(&snapshot, path, args.format.unwrap_or(Format::Json)),
+        (Some(source), _) => one(&snapshot, source, args.format),
+        (None, Some(path)) => many(&snapshot, path, args.format),
         (None, None) => Err(Failure::input(
             "give --request FILE|- or --cases FILE.jsonl",
         )),
@@ -49,11 +54,23 @@ pub fn run(args: &Args) -> Result<u8, Failure> {
 
 fn one(snapshot: &Snapshot, source: &str, format: Format) -> Result<u8, Failure> {
     let bytes = files::read_request(source)?;
+    let label = if source == "-" {
+        "request (stdin)".to_owned()
+    } else {
+        format!("request `{source}`")
+    };
     let value = json::decode_text(&bytes)
         .and_then(|t| json::parse(&t))
-        .map_err(|e| Failure::input(format!("request: {e}")))?;
+        .map_err(|e| {
+            let hint = if e.contains("trailing characters") {
+                " (several JSON documents: a file of cases goes to --cases)"
+            } else {
+                ""
+            };
+            Failure::input(format!("{label}: {e}{hint}"))
+        })?;
     let request = SignInRequest::from_json(&value)
-        .map_err(|e| Failure::input(format!("request: {}: {}", e.path, e.message)))?;
+        .map_err(|e| Failure::input(format!("{label}: {}: {}", e.path, e.message)))?;
     let eval = snapshot.evaluate(&request);
     for n in &eval.notices {
         eprintln!("note: {n}");
@@ -76,7 +93,7 @@ fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failu
     let name = path.display().to_string();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let (mut passed, mut failed, mut unchecked) = (0usize, 0usize, 0usize);
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let n = i + 1;
         let line = line.map_err(|e| Failure::input(format!("{name}:{n}: {e}")))?;
@@ -87,7 +104,11 @@ fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failu
         if line.len() > gatehouse_policy::request::MAX_REQUEST_BYTES {
             return Err(Failure::input(format!("{name}:{n}: the line is too long")));
         }
-        let value = json::parse(line).map_err(|e| Failure::input(format!("{name}:{n}: {e}")))?;
+        let value = json::parse(line).map_err(|e| {
+            Failure::input(format!(
+                "{name}:{n}: {e} (a cases file is JSON Lines: one whole case per line)"
+            ))
+        })?;
         let case = Case::from_json(&value, n)
             .map_err(|e| Failure::input(format!("{name}:{n}: {}: {}", e.path, e.message)))?;
         let eval_notices = snapshot.evaluate(&case.request).notices;
@@ -95,18 +116,47 @@ fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failu
             eprintln!("note: {name}:{n}: {note}");
         }
         let result = run_case(snapshot, &case);
-        if result.passed() {
-            passed += 1;
-        } else {
-            failed += 1;
+        match (result.checked, result.passed()) {
+            (false, _) => unchecked += 1,
+            (true, true) => passed += 1,
+            (true, false) => failed += 1,
         }
         let written = match format {
             Format::Json => writeln!(out, "{}", result.to_json()),
+            Format::Text if !result.checked => {
+                writeln!(
+                    out,
+                    "RAN   {} (no expectations; outcome: {})",
+                    result.name, result.outcome
+                )
+            }
             Format::Text if result.passed() => writeln!(out, "PASS  {}", result.name),
-            Format::Text => writeln!(out, "FAIL  {}: {}", result.name, result.failures.join("; ")),
+            Format::Text => {
+                writeln!(
+                    out,
+                    "FAIL  {} — {}",
+                    result.name,
+                    result.failures.join("; ")
+                )
+            }
         };
         written.map_err(|e| Failure::input(format!("cannot write output: {e}")))?;
     }
-    eprintln!("{passed} passed, {failed} failed");
+    if passed + failed + unchecked == 0 {
+        return Err(Failure::input(format!("{name}: no cases in the file")));
+    }
+    if unchecked > 0 {
+        eprintln!("{passed} passed, {failed} failed, {unchecked} not checked");
+    } else {
+        eprintln!("{passed} passed, {failed} failed");
+    }
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }

@@ -228,7 +228,8 @@ pub struct Decision {
     pub session: MergedSession,
     /// Every policy's sign-in-log entry, in tenant order.
     pub policies: Vec<AppliedPolicy>,
-    /// Policies whose applicability could not be decided; enforced as applying (fail closed).
+    /// Policies whose applicability could not be decided (enforced as applying by `decide`,
+    /// skipped by What-If).
     pub undetermined: Vec<String>,
 }
 
@@ -251,9 +252,23 @@ impl Decision {
     }
 }
 
+/// What to do with a policy whose applicability could not be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unknowns {
+    /// Live sign-ins: enforce it as if it applied (fail closed).
+    Enforce,
+    /// What-If: it does not apply (`policyApplies: false`); it is listed as undetermined.
+    Skip,
+}
+
 impl Evaluation<'_> {
-    /// Combines the applying policies with what the sign-in has proven so far.
+    /// Combines the applying policies with what the sign-in has proven so far, failing closed
+    /// on policies that cannot be decided (the live sign-in rule).
     pub fn decide(&self, auth: &AuthState) -> Decision {
+        self.decide_with(auth, Unknowns::Enforce)
+    }
+
+    pub fn decide_with(&self, auth: &AuthState, unknowns: Unknowns) -> Decision {
         let device_compliant = self.device_compliant;
         let domain_joined = self.device_domain_joined;
         let satisfied = |c: &Control| -> bool {
@@ -299,7 +314,10 @@ impl Evaluation<'_> {
                 log.push(entry(SignInResult::NotEnabled, Vec::new(), Vec::new()));
                 continue;
             }
-            if a.applies == Tri::No {
+            if a.applies == Tri::Unknown {
+                undetermined.push(p.id.clone());
+            }
+            if a.applies == Tri::No || (a.applies == Tri::Unknown && unknowns == Unknowns::Skip) {
                 let r = if enforced {
                     SignInResult::NotApplied
                 } else {
@@ -307,9 +325,6 @@ impl Evaluation<'_> {
                 };
                 log.push(entry(r, Vec::new(), Vec::new()));
                 continue;
-            }
-            if a.applies == Tri::Unknown {
-                undetermined.push(p.id.clone());
             }
             let controls = controls_of(cp);
             let grant_labels: Vec<String> = p

@@ -98,14 +98,42 @@ impl Reason {
 pub struct Applicability {
     pub applies: Tri,
     pub reason: Reason,
+    /// Which checks could not be decided, as bits indexed like [`CHECK_INPUTS`].
+    pub missing: u16,
 }
+
+/// For each check, in evaluation order, the request input that decides it.
+pub const CHECK_INPUTS: [&str; 12] = [
+    "signInContext",
+    "signInIdentity.externalTenantId",
+    "signInConditions.devicePlatform",
+    "signInConditions.country or ipAddress",
+    "signInConditions.clientAppType",
+    "signInConditions.deviceInfo",
+    "signInConditions.signInRiskLevel",
+    "signInConditions.userRiskLevel",
+    "signInConditions.servicePrincipalRiskLevel",
+    "signInConditions.insiderRiskLevel",
+    "signInConditions.authenticationFlow",
+    "a condition Gatehouse cannot decide (times, application filter, agent risk)",
+];
 
 impl Applicability {
     const fn no(reason: Reason) -> Self {
         Applicability {
             applies: Tri::No,
             reason,
+            missing: 0,
         }
+    }
+
+    /// The inputs the request would have to supply to decide this policy.
+    pub fn missing_inputs(&self) -> impl Iterator<Item = &'static str> + '_ {
+        CHECK_INPUTS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.missing & (1 << i) != 0)
+            .map(|(_, n)| *n)
     }
 }
 
@@ -114,6 +142,8 @@ impl Applicability {
 pub enum Notice {
     UnknownUser(String),
     UnknownServicePrincipal(String),
+    /// An app id that is neither in the export nor a well-known Microsoft app.
+    UnknownApplication(String),
 }
 
 impl std::fmt::Display for Notice {
@@ -122,6 +152,10 @@ impl std::fmt::Display for Notice {
             Notice::UnknownUser(id) => write!(
                 f,
                 "user `{id}` is not in the tenant export; evaluated as a member user with no groups or roles"
+            ),
+            Notice::UnknownApplication(id) => write!(
+                f,
+                "application `{id}` is not in the tenant export nor a well-known Microsoft app; only policies on All resources or on this id can match it"
             ),
             Notice::UnknownServicePrincipal(id) => write!(
                 f,
@@ -166,7 +200,11 @@ impl Snapshot {
                 external_tenant_id,
                 external_user_type,
             } => {
-                let index = self.user_index.get(user_id).copied();
+                let index = self
+                    .user_index
+                    .get(user_id)
+                    .or_else(|| self.upn_index.get(user_id))
+                    .copied();
                 let facts = index.and_then(|i| self.users.get(i as usize));
                 if facts.is_none() {
                     notices.push(Notice::UnknownUser(user_id.clone()));
@@ -190,6 +228,15 @@ impl Snapshot {
                 Subject::ServicePrincipal { ids }
             }
         };
+        if let Target::Apps(apps) = &request.target {
+            for app in apps {
+                if !self.service_principals.contains_key(app)
+                    && crate::suites::app_name(app).is_none()
+                {
+                    notices.push(Notice::UnknownApplication(app.clone()));
+                }
+            }
+        }
         let locations = LocationFacts::new(self, &request.conditions);
 
         // Start from "not this target" for everything, then evaluate only the candidates.
@@ -300,23 +347,25 @@ impl Snapshot {
                 }
             }),
         ];
-        let mut unknown = false;
-        for (reason, check) in checks {
+        let mut missing = 0u16;
+        for (i, (reason, check)) in checks.into_iter().enumerate() {
             match check() {
                 Tri::No => return Applicability::no(reason),
-                Tri::Unknown => unknown = true,
+                Tri::Unknown => missing |= 1 << i,
                 Tri::Yes => {}
             }
         }
-        if unknown {
+        if missing != 0 {
             Applicability {
                 applies: Tri::Unknown,
                 reason: Reason::NotEnoughInformation,
+                missing,
             }
         } else {
             Applicability {
                 applies: Tri::Yes,
                 reason: Reason::NotSet,
+                missing,
             }
         }
     }

@@ -106,7 +106,9 @@ pub fn parse(text: &str) -> Result<Value, String> {
             serde_json::error::Category::Eof => "unexpected end of JSON",
             _ => "invalid JSON",
         };
-        format!("{what} at line {} column {}: {e}", e.line(), e.column())
+        // serde_json's message already ends with the position.
+        let detail = e.to_string();
+        format!("{what}: {detail}")
     })
 }
 

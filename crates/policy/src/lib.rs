@@ -22,7 +22,7 @@ pub mod suites;
 pub mod tenant;
 pub mod whatif;
 
-pub use decision::{AuthState, Control, Decision, Outcome, Requirement, SignInResult};
+pub use decision::{AuthState, Control, Decision, Outcome, Requirement, SignInResult, Unknowns};
 pub use diagnostic::{Code, Diagnostic, LoadError};
 pub use evaluate::{Applicability, Evaluation, Notice, Reason, Tri};
 pub use model::enums::{MethodMode, MethodSet};

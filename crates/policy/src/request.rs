@@ -129,7 +129,7 @@ impl SignInRequest {
 }
 
 /// A typo in a request key would silently drop a condition, so requests are strict.
-fn reject_unknown(o: Obj<'_>, allowed: &[&str]) -> FieldResult<()> {
+pub(crate) fn reject_unknown(o: Obj<'_>, allowed: &[&str]) -> FieldResult<()> {
     for key in o.map.keys() {
         if !key.starts_with('@') && !key.contains("@odata") && !allowed.contains(&key.as_str()) {
             return Err(FieldError::new(

@@ -116,6 +116,8 @@ pub struct Snapshot {
     pub(crate) policies: Vec<CompiledPolicy>,
     pub(crate) users: Vec<UserFacts>,
     pub(crate) user_index: HashMap<String, u32>,
+    /// Users by user principal name (lowercase), for requests that name users that way.
+    pub(crate) upn_index: HashMap<String, u32>,
     pub(crate) locations: Vec<CompiledLocation>,
     /// Indices of IP locations marked trusted (`AllTrusted`).
     pub(crate) trusted_locations: Vec<u32>,
@@ -134,11 +136,15 @@ impl Snapshot {
     pub fn compile(tenant: &Tenant) -> Snapshot {
         let mut users: Vec<UserFacts> = Vec::with_capacity(tenant.users.len());
         let mut user_index = HashMap::with_capacity(tenant.users.len());
+        let mut upn_index = HashMap::new();
         for u in &tenant.users {
             if user_index.contains_key(&u.id) {
                 continue;
             }
             user_index.insert(u.id.clone(), users.len() as u32);
+            if let Some(upn) = &u.user_principal_name {
+                upn_index.insert(upn.to_ascii_lowercase(), users.len() as u32);
+            }
             let guest_type = match (u.is_guest, u.is_external) {
                 (true, true) => Some(GuestType::B2bCollaborationGuest),
                 (false, true) => Some(GuestType::B2bCollaborationMember),
@@ -354,6 +360,7 @@ impl Snapshot {
             policies,
             users,
             user_index,
+            upn_index,
             locations,
             trusted_locations,
             index,

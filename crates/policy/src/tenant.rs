@@ -64,6 +64,7 @@ pub fn load(files: &[SourceFile]) -> Result<Loaded, LoadError> {
 #[derive(Debug, Default)]
 pub struct Origins {
     pub policy_file: HashMap<String, String>,
+    pub location_file: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -265,18 +266,49 @@ impl Loader {
             i += 1;
             keep
         });
-        let mut ids = HashSet::new();
-        for l in &self.tenant.named_locations {
-            if !ids.insert(l.id.as_str()) {
-                self.errors.push(Diagnostic {
-                    code: Code::DuplicateId,
-                    file: String::new(),
-                    object: Some(format!("named location {:?}", l.display_name)),
-                    path: Some("id".into()),
-                    message: format!("two named locations share the id `{}`", l.id),
-                });
+        let mut seen: HashMap<&str, &Map<String, Value>> = HashMap::new();
+        let mut drop = HashSet::new();
+        for (i, l) in self.tenant.named_locations.iter().enumerate() {
+            let diag = |code, path: Option<&str>, message: String| Diagnostic {
+                code,
+                file: self
+                    .origins
+                    .location_file
+                    .get(&l.id)
+                    .cloned()
+                    .unwrap_or_default(),
+                object: Some(format!("named location {:?}", l.display_name)),
+                path: path.map(str::to_owned),
+                message,
+            };
+            match seen.get(l.id.as_str()) {
+                Some(first) if **first == l.raw => {
+                    drop.insert(i);
+                    self.warnings.push(diag(
+                        Code::DuplicateId,
+                        None,
+                        format!(
+                            "appears twice with id `{}`; identical copies, one kept",
+                            l.id
+                        ),
+                    ));
+                }
+                Some(_) => self.errors.push(diag(
+                    Code::DuplicateId,
+                    Some("id"),
+                    format!("two different named locations share the id `{}`", l.id),
+                )),
+                None => {
+                    seen.insert(&l.id, &l.raw);
+                }
             }
         }
+        let mut i = 0;
+        self.tenant.named_locations.retain(|_| {
+            let keep = !drop.contains(&i);
+            i += 1;
+            keep
+        });
     }
 }
 

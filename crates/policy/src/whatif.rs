@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::decision::{AuthState, Outcome};
+use crate::decision::{AuthState, Outcome, Unknowns};
 use crate::evaluate::{Evaluation, Tri};
 use crate::json::{FieldError, FieldResult, JsonPath, Obj};
 use crate::model::enums::PolicyState;
@@ -98,7 +98,7 @@ impl Evaluation<'_> {
             line([&r[0], &r[1], &r[2], &r[3]], &mut out);
         }
         out.push('\n');
-        let decision = self.decide(&AuthState::default());
+        let decision = self.decide_with(&AuthState::default(), Unknowns::Skip);
         let outcome = match &decision.outcome {
             Outcome::Blocked { policies } => {
                 let names: Vec<String> = policies.iter().map(|id| self.name_of(id)).collect();
@@ -121,15 +121,22 @@ impl Evaluation<'_> {
             }
         };
         out.push_str(&format!("Outcome: {outcome}\n"));
-        if !decision.undetermined.is_empty() {
-            let names: Vec<String> = decision
-                .undetermined
-                .iter()
-                .map(|id| self.name_of(id))
-                .collect();
+        for (p, a) in self.policies().filter(|(_, a)| a.applies == Tri::Unknown) {
+            let needs: Vec<&str> = a.missing_inputs().collect();
+            let effect = match &p.grant {
+                Some(g) if g.blocks() => "would block",
+                Some(_) => "would add requirements",
+                None => "would add session controls",
+            };
+            let enforced = if p.state == PolicyState::Enabled {
+                ""
+            } else {
+                " (report-only)"
+            };
             out.push_str(&format!(
-                "Not enough information to decide: {} (supply the conditions these policies use)\n",
-                names.join(", ")
+                "Undetermined: \"{}\"{enforced} {effect} if it applies; supply {}\n",
+                p.display_name,
+                needs.join(", ")
             ));
         }
         out
@@ -227,13 +234,15 @@ impl Case {
     pub fn from_json(value: &Value, line: usize) -> FieldResult<Case> {
         let root = JsonPath::root();
         let o = Obj::new(value, &root)?;
-        if !o.map.contains_key("request") {
+        if !o.map.contains_key("request") && !o.map.contains_key("expect") {
             return Ok(Case {
                 name: format!("line {line}"),
                 request: SignInRequest::from_json(value)?,
                 expect: None,
             });
         }
+        // A misspelt key would otherwise make a case pass without checking anything.
+        crate::request::reject_unknown(o, &["name", "request", "expect"])?;
         let request =
             SignInRequest::from_json(o.get("request").unwrap_or(&Value::Null)).map_err(|e| {
                 FieldError {
@@ -245,6 +254,7 @@ impl Case {
             None => None,
             Some((m, p)) => {
                 let e = Obj { map: m, path: &p };
+                crate::request::reject_unknown(e, &["applies", "exact", "blocked"])?;
                 Some(Expectation {
                     applies: e
                         .strings("applies")?
@@ -271,6 +281,8 @@ impl Case {
 #[derive(Debug, Clone)]
 pub struct CaseResult {
     pub name: String,
+    /// Whether the case had expectations to check.
+    pub checked: bool,
     pub applies: Vec<String>,
     pub blocked: bool,
     pub outcome: String,
@@ -282,10 +294,11 @@ impl CaseResult {
         self.failures.is_empty()
     }
 
+    /// `pass` is `null` for a case without expectations: it ran, and nothing was checked.
     pub fn to_json(&self) -> Value {
         json!({
             "name": self.name,
-            "pass": self.passed(),
+            "pass": if self.checked { Value::Bool(self.passed()) } else { Value::Null },
             "applies": self.applies,
             "blocked": self.blocked,
             "outcome": self.outcome,
@@ -298,7 +311,10 @@ pub fn run_case(snapshot: &crate::snapshot::Snapshot, case: &Case) -> CaseResult
     let eval = snapshot.evaluate(&case.request);
     let applies: Vec<String> = eval.applying_ids().into_iter().map(str::to_owned).collect();
     let blocked = eval.blocked();
-    let outcome = match eval.decide(&AuthState::default()).outcome {
+    let outcome = match eval
+        .decide_with(&AuthState::default(), Unknowns::Skip)
+        .outcome
+    {
         Outcome::Blocked { .. } => "blocked",
         Outcome::Granted => "granted",
         Outcome::ActionRequired { .. } => "actionRequired",
@@ -312,7 +328,7 @@ pub fn run_case(snapshot: &crate::snapshot::Snapshot, case: &Case) -> CaseResult
                     .policies()
                     .find(|(p, _)| &p.id == id)
                     .map(|(_, a)| a.reason.graph_name())
-                    .unwrap_or("no such policy");
+                    .unwrap_or("no policy has this id");
                 failures.push(format!(
                     "expected policy {id} to apply, but it did not ({reason})"
                 ));
@@ -334,6 +350,7 @@ pub fn run_case(snapshot: &crate::snapshot::Snapshot, case: &Case) -> CaseResult
         }
     }
     CaseResult {
+        checked: case.expect.is_some(),
         name: case.name.clone(),
         applies,
         blocked,

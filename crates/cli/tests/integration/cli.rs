@@ -114,25 +114,28 @@ fn bad_requests_get_one_clear_line() {
     let mut typo = good_request();
     typo["signInCondition"] = json!({});
     let cases: Vec<(String, &str)> = vec![
-        ("".into(), "request: unexpected end of JSON"),
-        ("not json".into(), "request: invalid JSON"),
-        (missing.to_string(), "request: signInContext: is required"),
+        ("".into(), "request (stdin): unexpected end of JSON"),
+        ("not json".into(), "request (stdin): invalid JSON"),
+        (
+            missing.to_string(),
+            "request (stdin): signInContext: is required",
+        ),
         (
             bad_ip.to_string(),
-            "request: signInConditions.ipAddress: `10.0.0.300` is not an IP address",
+            "request (stdin): signInConditions.ipAddress: `10.0.0.300` is not an IP address",
         ),
         (
             bad_platform.to_string(),
-            "request: signInConditions.devicePlatform: `amiga` is not a valid device platform",
+            "request (stdin): signInConditions.devicePlatform: `amiga` is not a valid device platform",
         ),
         (
             typo.to_string(),
-            "request: signInCondition: unknown property",
+            "request (stdin): signInCondition: unknown property",
         ),
         ("[".repeat(300_000), "the request is larger than"),
         (
             format!("{}1{}", "[".repeat(1000), "]".repeat(1000)),
-            "request: invalid JSON",
+            "request (stdin): invalid JSON",
         ),
     ];
     for (request, needle) in cases {
@@ -210,6 +213,8 @@ fn cases_files_report_one_line_per_case_and_fail_the_run_on_a_miss() {
             tenant.to_str().unwrap(),
             "--cases",
             cases.to_str().unwrap(),
+            "--format",
+            "json",
         ],
         None,
     );
@@ -227,7 +232,8 @@ fn cases_files_report_one_line_per_case_and_fail_the_run_on_a_miss() {
             .unwrap()
             .contains("expected blocked=false, got blocked=true")
     );
-    assert_eq!(lines[2]["pass"], true);
+    // A bare request runs and is not checked: `pass` is null, never a vacuous true.
+    assert_eq!(lines[2]["pass"], Value::Null);
     assert_eq!(lines[2]["applies"], json!(["p1"]));
 
     let broken = dir.write(
@@ -249,4 +255,66 @@ fn cases_files_report_one_line_per_case_and_fail_the_run_on_a_miss() {
         String::from_utf8_lossy(&out.stderr)
             .contains("broken.jsonl:2: request.signInIdentity: is required")
     );
+}
+
+#[test]
+fn mistakes_in_a_cases_file_cannot_pass_silently() {
+    let dir = Scratch::new();
+    dir.write("tenant/policy.json", POLICY);
+    let tenant = dir.0.join("tenant");
+    let run = |name: &str, text: String| {
+        let cases = dir.write(name, text);
+        gatehouse(
+            &[
+                "whatif",
+                "--tenant",
+                tenant.to_str().unwrap(),
+                "--cases",
+                cases.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let typo = json!({"name": "x", "request": good_request(), "expected": {"blocked": false}});
+    let out = run("typo.jsonl", format!("{typo}\n"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("typo.jsonl:1: expected: unknown property")
+    );
+    let inner = json!({"name": "x", "request": good_request(), "expect": {"apply": ["p1"]}});
+    let out = run("inner.jsonl", format!("{inner}\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expect.apply: unknown property"));
+    let out = run("empty.jsonl", "\n\n".into());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cases in the file"));
+    let out = run("bare.jsonl", format!("{}\n", good_request()));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("RAN   line 1 (no expectations; outcome: blocked)")
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 passed, 0 failed, 1 not checked"));
+}
+
+#[test]
+fn an_undecided_policy_is_reported_with_what_it_needs_not_as_the_outcome() {
+    let dir = Scratch::new();
+    let legacy_block = POLICY.replace(
+        r#""users":{"#,
+        r#""clientAppTypes":["exchangeActiveSync","other"],"users":{"#,
+    );
+    dir.write("policies/011.json", legacy_block);
+    let out = gatehouse(
+        &[
+            "whatif",
+            "--tenant",
+            dir.0.to_str().unwrap(),
+            "--request",
+            "-",
+        ],
+        Some(&good_request().to_string()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Outcome: ALLOWED"), "{stdout}");
+    assert!(stdout.contains("Undetermined: \"011-Block\" would block if it applies; supply signInConditions.clientAppType"), "{stdout}");
 }

@@ -56,6 +56,8 @@ fn every_travel_case_holds_through_the_binary() {
             travel.join("tenant").to_str().unwrap(),
             "--cases",
             travel.join("cases.jsonl").to_str().unwrap(),
+            "--format",
+            "json",
         ],
         None,
     );

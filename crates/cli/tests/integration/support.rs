@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use gatehouse_policy::{Loaded, SourceFile};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// The shared scenarios and corpus beside the repository, or `None` (and a note) when absent:
@@ -16,6 +17,7 @@ pub fn shared(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("GATEHOUSE_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared"));
+    let dir = dir.canonicalize().unwrap_or(dir);
     if dir.join("scenarios").is_dir() {
         Some(dir)
     } else {
@@ -23,13 +25,10 @@ pub fn shared(test: &str) -> Option<PathBuf> {
             "skipped {test}: no shared folder at {} (set GATEHOUSE_SHARED_DIR)\n",
             dir.display()
         );
-        // The harness captures eprintln! of passing tests; a skip must be seen, so write to
-        // the process's stderr directly where the platform has it.
+        // The harness captures eprintln! of passing tests, but not writes to the stderr handle
+        // itself: a skip must be seen.
         use std::io::Write;
-        match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
-            Ok(mut stderr) => drop(stderr.write_all(note.as_bytes())),
-            Err(_) => eprint!("{note}"),
-        }
+        let _ = std::io::stderr().write_all(note.as_bytes());
         None
     }
 }
