@@ -10,6 +10,8 @@ use crate::Failure;
 
 /// Refuse files larger than this: a tenant export file is kilobytes, not gigabytes.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// And a whole tenant larger than this (parsed JSON takes several times its size in memory).
+const MAX_TENANT_BYTES: u64 = 256 * 1024 * 1024;
 /// How deep a tenant folder may nest (also stops symlink loops).
 const MAX_DEPTH: usize = 16;
 
@@ -18,7 +20,8 @@ pub fn read_tenant(path: &Path) -> Result<Vec<SourceFile>, Failure> {
         .map_err(|e| Failure::input(format!("cannot read tenant `{}`: {e}", path.display())))?;
     let mut found = Vec::new();
     if meta.is_dir() {
-        collect(path, 0, &mut found)?;
+        let mut seen = std::collections::HashSet::new();
+        collect(path, 0, &mut found, &mut seen)?;
         found.sort();
         if found.is_empty() {
             return Err(Failure::input(format!(
@@ -26,12 +29,25 @@ pub fn read_tenant(path: &Path) -> Result<Vec<SourceFile>, Failure> {
                 path.display()
             )));
         }
-    } else {
+    } else if meta.is_file() {
         found.push(path.to_path_buf());
+    } else {
+        return Err(Failure::input(format!(
+            "`{}` is neither a folder nor a regular file",
+            path.display()
+        )));
     }
+    let mut total = 0u64;
     found
         .into_iter()
         .map(|file| {
+            total += fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            if total > MAX_TENANT_BYTES {
+                return Err(Failure::input(format!(
+                    "the tenant is larger than {} MiB",
+                    MAX_TENANT_BYTES / 1024 / 1024
+                )));
+            }
             let name = if meta.is_dir() {
                 file.strip_prefix(path)
                     .unwrap_or(&file)
@@ -50,10 +66,17 @@ pub fn read_tenant(path: &Path) -> Result<Vec<SourceFile>, Failure> {
         .collect()
 }
 
-fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), Failure> {
+/// Every `*.json` below `dir`, following symbolic links (a linked folder of policies must not
+/// be skipped silently), each real file once, and only regular files (a FIFO would hang).
+fn collect(
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), Failure> {
     if depth > MAX_DEPTH {
         return Err(Failure::input(format!(
-            "`{}` nests deeper than {MAX_DEPTH} folders",
+            "`{}` nests deeper than {MAX_DEPTH} folders (a symbolic link loop?)",
             dir.display()
         )));
     }
@@ -63,16 +86,24 @@ fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), Failu
         let entry =
             entry.map_err(|e| Failure::input(format!("cannot list `{}`: {e}", dir.display())))?;
         let path = entry.path();
-        let kind = entry
-            .file_type()
+        let meta = fs::metadata(&path)
             .map_err(|e| Failure::input(format!("cannot read `{}`: {e}", path.display())))?;
-        if kind.is_dir() {
-            collect(&path, depth + 1, out)?;
+        if meta.is_dir() {
+            collect(&path, depth + 1, out, seen)?;
         } else if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
         {
-            out.push(path);
+            if !meta.is_file() {
+                return Err(Failure::input(format!(
+                    "`{}` is not a regular file",
+                    path.display()
+                )));
+            }
+            let real = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.insert(real) {
+                out.push(path);
+            }
         }
     }
     Ok(())
@@ -105,6 +136,11 @@ pub fn read_request(source: &str) -> Result<Vec<u8>, Failure> {
             .read_to_end(&mut bytes)
             .map_err(|e| Failure::input(format!("cannot read the request from stdin: {e}")))?;
     } else {
+        if !fs::metadata(source).is_ok_and(|m| m.is_file()) {
+            return Err(Failure::input(format!(
+                "request `{source}` is not a readable regular file"
+            )));
+        }
         let file = fs::File::open(source)
             .map_err(|e| Failure::input(format!("cannot read request `{source}`: {e}")))?;
         file.take(limit as u64 + 1)

@@ -1,6 +1,6 @@
 //! `gatehouse whatif`: one sign-in (`--request`) or many (`--cases`) against a tenant export.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 
 use gatehouse_policy::{Case, SignInRequest, Snapshot, json, run_case};
@@ -88,21 +88,42 @@ fn one(snapshot: &Snapshot, source: &str, format: Format) -> Result<u8, Failure>
 }
 
 fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failure> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Err(Failure::input(format!(
+            "cases `{}` is not a readable regular file",
+            path.display()
+        )));
+    }
     let file = std::fs::File::open(path)
         .map_err(|e| Failure::input(format!("cannot read cases `{}`: {e}", path.display())))?;
     let name = path.display().to_string();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let (mut passed, mut failed, mut unchecked) = (0usize, 0usize, 0usize);
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| Failure::input(format!("{name}:{n}: {e}")))?;
+    let mut reader = BufReader::new(file);
+    let limit = gatehouse_policy::request::MAX_REQUEST_BYTES;
+    let mut buf = Vec::new();
+    for n in 1.. {
+        // Read at most one request's worth per line: a huge line must not exhaust memory.
+        buf.clear();
+        let read = (&mut reader)
+            .take(limit as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Failure::input(format!("{name}:{n}: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        if buf.len() > limit {
+            return Err(Failure::input(format!(
+                "{name}:{n}: the line is longer than {} KiB",
+                limit / 1024
+            )));
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|_| Failure::input(format!("{name}:{n}: not valid UTF-8")))?;
         let line = line.trim_start_matches('\u{feff}');
         if line.trim().is_empty() {
             continue;
-        }
-        if line.len() > gatehouse_policy::request::MAX_REQUEST_BYTES {
-            return Err(Failure::input(format!("{name}:{n}: the line is too long")));
         }
         let value = json::parse(line).map_err(|e| {
             Failure::input(format!(

@@ -448,7 +448,8 @@ fn users_match(
         return Tri::No;
     }
     let exclude = Tri::from_bool(
-        (u.exclude_any_guest && guest.is_some())
+        u.exclude_all
+            || (u.exclude_any_guest && guest.is_some())
             || direct(&u.exclude_users)
             || groups.intersects(&u.exclude_groups)
             || roles.intersects(&u.exclude_roles),

@@ -28,6 +28,15 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
         .collect();
 
     let mut out = Vec::new();
+    if tenant.policies.is_empty() {
+        out.push(Diagnostic {
+            code: Code::NeverApplies,
+            file: String::new(),
+            object: None,
+            path: None,
+            message: "the export holds no Conditional Access policies".into(),
+        });
+    }
     if tenant.policies.len() > MAX_TENANT_POLICIES {
         out.push(Diagnostic {
             code: Code::ServiceLimit,
@@ -189,11 +198,6 @@ fn never_applies(p: &Policy) -> Option<String> {
         if u.include_users.contains(&UserRef::All) && u.exclude_users.contains(&UserRef::All) {
             return Some("includes and excludes all users".into());
         }
-    }
-    if let Some(pl) = &p.conditions.platforms
-        && pl.include.is_empty()
-    {
-        return Some("excludes platforms but includes none".into());
     }
     None
 }

@@ -289,12 +289,16 @@ fn parse_conditions(o: Obj<'_>) -> FieldResult<SignInConditions> {
     let ip_address = o
         .string("ipAddress")?
         .map(|ip| {
-            ip.trim().parse::<IpAddr>().map_err(|_| {
-                FieldError::new(
-                    &o.path.key("ipAddress"),
-                    format!("`{ip}` is not an IP address"),
-                )
-            })
+            // An IPv4-mapped IPv6 address is the IPv4 host it maps.
+            ip.trim()
+                .parse::<IpAddr>()
+                .map(|a| a.to_canonical())
+                .map_err(|_| {
+                    FieldError::new(
+                        &o.path.key("ipAddress"),
+                        format!("`{ip}` is not an IP address"),
+                    )
+                })
         })
         .transpose()?;
     let country = o

@@ -950,3 +950,153 @@ fn workload_identity_policies_honour_their_service_principal_lists() {
         (Tri::No, Reason::Users)
     );
 }
+
+// Regressions from adversarial testing: each of these once failed open or misled.
+
+#[test]
+fn an_ipv4_mapped_ipv6_address_is_the_ipv4_host() {
+    let s = one(json!({"locations": {"includeLocations": [HQ]}}));
+    for ip in ["203.0.113.5", "::ffff:203.0.113.5", "::ffff:cb00:7105"] {
+        assert_eq!(
+            applies(&s, &request(ADELE, SHAREPOINT, json!({"ipAddress": ip}))).0,
+            Tri::Yes,
+            "{ip}"
+        );
+    }
+}
+
+#[test]
+fn exclusion_only_conditions_include_everything_else() {
+    let s = one(json!({"locations": {"includeLocations": [], "excludeLocations": ["AllTrusted"]}}));
+    assert_eq!(
+        applies(
+            &s,
+            &request(ADELE, SHAREPOINT, json!({"ipAddress": "198.51.100.1"}))
+        )
+        .0,
+        Tri::Yes
+    );
+    assert_eq!(
+        applies(
+            &s,
+            &request(ADELE, SHAREPOINT, json!({"ipAddress": "203.0.113.1"}))
+        )
+        .0,
+        Tri::No
+    );
+    let s = one(json!({"platforms": {"excludePlatforms": ["iOS"]}}));
+    assert_eq!(
+        applies(
+            &s,
+            &request(ADELE, SHAREPOINT, json!({"devicePlatform": "windows"}))
+        )
+        .0,
+        Tri::Yes
+    );
+    assert_eq!(
+        applies(
+            &s,
+            &request(ADELE, SHAREPOINT, json!({"devicePlatform": "iOS"}))
+        )
+        .0,
+        Tri::No
+    );
+}
+
+#[test]
+fn excluding_all_users_excludes_everyone() {
+    let s = one(json!({"users": {"includeUsers": ["All"], "excludeUsers": ["All"]}}));
+    assert_eq!(
+        applies(&s, &request(ADELE, SHAREPOINT, json!({}))),
+        (Tri::No, Reason::Users)
+    );
+}
+
+#[test]
+fn an_ext_upn_marks_an_external_account() {
+    let mut objects = directory();
+    objects.push(
+        json!({"@odata.type": "#microsoft.graph.user", "id": "a0000000-0000-4000-8000-0000000000e1",
+        "userType": "Guest", "userPrincipalName": "pat_fabrikam.test#EXT#@contoso.test"}),
+    );
+    objects.push(policy("p", "enabled", json!({"users": {"includeGuestsOrExternalUsers": {
+        "guestOrExternalUserTypes": "b2bCollaborationGuest", "externalTenants": {"membershipKind": "all"}}}}), block()));
+    let doc = json!({"value": objects}).to_string();
+    let s = Snapshot::compile(
+        &load(&[SourceFile {
+            name: "t.json".into(),
+            bytes: doc.into_bytes(),
+        }])
+        .unwrap()
+        .tenant,
+    );
+    assert_eq!(
+        applies(
+            &s,
+            &request(
+                "a0000000-0000-4000-8000-0000000000e1",
+                SHAREPOINT,
+                json!({})
+            )
+        )
+        .0,
+        Tri::Yes
+    );
+}
+
+#[test]
+fn a_service_principal_filter_is_undecidable_not_a_match() {
+    let p = json!({"id": "sp", "displayName": "sp", "state": "enabled",
+        "conditions": {"clientApplications": {"includeServicePrincipals": ["All"], "servicePrincipalFilter": {"mode": "include", "rule": "x"}},
+                       "applications": {"includeApplications": ["All"]}},
+        "grantControls": {"builtInControls": ["block"]}});
+    let s = snapshot(vec![p]);
+    let r = SignInRequest::from_json(&json!({
+        "signInIdentity": {"@odata.type": "#microsoft.graph.servicePrincipalSignIn", "servicePrincipalId": "ab000000-0000-4000-8000-000000000001"},
+        "signInContext": {"includeApplications": [SHAREPOINT]}, "signInConditions": {}
+    })).unwrap();
+    assert_eq!(
+        applies(&s, &r),
+        (Tri::Unknown, Reason::NotEnoughInformation)
+    );
+}
+
+#[test]
+fn dangerous_documents_are_refused_not_skipped() {
+    let refused = |objects: Vec<Value>| {
+        let doc = json!({"value": objects}).to_string();
+        load(&[SourceFile {
+            name: "x.json".into(),
+            bytes: doc.into_bytes(),
+        }])
+        .unwrap_err()
+        .errors[0]
+            .to_string()
+    };
+    // A custom strength cannot redefine a built-in one (it would weaken `mfa`).
+    let e = refused(vec![
+        json!({"@odata.type": "#microsoft.graph.authenticationStrengthPolicy",
+        "id": "00000000-0000-0000-0000-000000000002", "allowedCombinations": ["password"]}),
+    ]);
+    assert!(
+        e.contains("is a built-in authentication strength id"),
+        "{e}"
+    );
+    // An unrecognised wrapper could be hiding policies.
+    let e = refused(vec![
+        json!({"policies": [policy("p", "enabled", json!({}), block())]}),
+    ]);
+    assert!(e.contains("is not an object Gatehouse recognises"), "{e}");
+    // Two different users with one id would make membership depend on file order.
+    let e = refused(vec![
+        json!({"@odata.type": "#microsoft.graph.user", "id": "u1", "userType": "Member"}),
+        json!({"@odata.type": "#microsoft.graph.user", "id": "U1", "userType": "Guest"}),
+    ]);
+    assert!(e.contains("two different users share the id `u1`"), "{e}");
+    // A time-based sign-in frequency of zero hours means nothing.
+    let mut p = policy("p", "enabled", json!({}), mfa());
+    p["sessionControls"] =
+        json!({"signInFrequency": {"isEnabled": true, "type": "hours", "value": 0}});
+    let e = refused(vec![p]);
+    assert!(e.contains("needs a positive value"), "{e}");
+}

@@ -56,6 +56,7 @@ pub struct UserFacts {
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledUsers {
     pub include_all: bool,
+    pub exclude_all: bool,
     pub include_any_guest: bool,
     pub exclude_any_guest: bool,
     pub include_users: Vec<u32>,
@@ -281,9 +282,13 @@ impl Snapshot {
         };
 
         let mut policies = Vec::with_capacity(tenant.policies.len());
+        // `load` refuses more than MAX_POLICIES, so nothing is dropped here.
         for p in tenant.policies.iter().take(MAX_POLICIES) {
             let users_c = p.conditions.users.as_ref().map(|u| CompiledUsers {
-                include_all: u.include_users.contains(&UserRef::All),
+                // `All` in the exclusions excludes everyone: exclusion beats inclusion.
+                include_all: u.include_users.contains(&UserRef::All)
+                    && !u.exclude_users.contains(&UserRef::All),
+                exclude_all: u.exclude_users.contains(&UserRef::All),
                 include_any_guest: u.include_users.contains(&UserRef::GuestsOrExternalUsers),
                 exclude_any_guest: u.exclude_users.contains(&UserRef::GuestsOrExternalUsers),
                 include_users: user_ids(&u.include_users),

@@ -128,69 +128,77 @@ impl Loader {
         // Object paths are reported relative to the object; the object label says which one.
         let rel = JsonPath::root();
         let o = Obj { map, path: &rel };
-        let result: Result<(), json::FieldError> =
-            match kind {
-                Kind::Policy => {
-                    let (id, derived) = match map.get("id").and_then(Value::as_str) {
-                        Some(id) if !id.trim().is_empty() => (normalize_id(id), false),
-                        _ => (derived_id(&file.name, index), true),
-                    };
-                    let mut notes = Vec::new();
-                    policy::parse_policy(o, id.clone(), &mut notes).map(|p| {
-                        if derived {
-                            self.warn(
-                                file,
-                                &label,
-                                None,
-                                Code::DerivedId,
-                                format!("has no id; using the derived id `{id}`"),
-                            );
+        let result: Result<(), json::FieldError> = match kind {
+            Kind::Policy => {
+                let (id, derived) = match map.get("id").and_then(Value::as_str) {
+                    Some(id) if !id.trim().is_empty() => (normalize_id(id), false),
+                    _ => (derived_id(&file.name, index), true),
+                };
+                let mut notes = Vec::new();
+                policy::parse_policy(o, id.clone(), &mut notes).map(|p| {
+                    if derived {
+                        self.warn(
+                            file,
+                            &label,
+                            None,
+                            Code::DerivedId,
+                            format!("has no id; using the derived id `{id}`"),
+                        );
+                    }
+                    for (p, note) in notes {
+                        self.warn(file, &label, Some(p.to_string()), Code::Unsupported, note);
+                    }
+                    self.origins.policy_file.insert(id, file.name.clone());
+                    self.tenant.policies.push(p);
+                })
+            }
+            Kind::Location(k) => {
+                let id = map
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(normalize_id)
+                    .unwrap_or_else(|| derived_id(&file.name, index));
+                location::parse_named_location(o, k, id)
+                    .map(|l| self.tenant.named_locations.push(l))
+            }
+            Kind::User => directory::parse_user(o).map(|u| self.tenant.users.push(u)),
+            Kind::Group => directory::parse_group(o).map(|g| self.tenant.groups.push(g)),
+            Kind::RoleAssignment => {
+                directory::parse_role_assignment(o).map(|r| self.tenant.role_assignments.push(r))
+            }
+            Kind::DirectoryRole => {
+                directory::parse_directory_role(o).map(|rs| self.tenant.role_assignments.extend(rs))
+            }
+            Kind::Application => {
+                directory::parse_application(o).map(|a| self.tenant.applications.push(a))
+            }
+            Kind::Strength => match o.required_string("id") {
+                Ok(id) => {
+                    let id = normalize_id(id);
+                    let reserved = strength::built_in_strengths().iter().any(|b| b.id == id);
+                    strength::parse_strength(o, id).and_then(|s| match (reserved, s.built_in) {
+                        // Built-ins are pinned in code; an export's copy adds nothing.
+                        (true, true) => Ok(()),
+                        (true, false) => Err(json::FieldError::new(
+                            &rel.key("id"),
+                            "is a built-in authentication strength id; a custom strength cannot redefine it",
+                        )),
+                        (false, _) => {
+                            self.tenant.strengths.push(s);
+                            Ok(())
                         }
-                        for (p, note) in notes {
-                            self.warn(file, &label, Some(p.to_string()), Code::Unsupported, note);
-                        }
-                        self.origins.policy_file.insert(id, file.name.clone());
-                        self.tenant.policies.push(p);
                     })
                 }
-                Kind::Location(k) => {
-                    let id = map
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .map(normalize_id)
-                        .unwrap_or_else(|| derived_id(&file.name, index));
-                    location::parse_named_location(o, k, id)
-                        .map(|l| self.tenant.named_locations.push(l))
-                }
-                Kind::User => directory::parse_user(o).map(|u| self.tenant.users.push(u)),
-                Kind::Group => directory::parse_group(o).map(|g| self.tenant.groups.push(g)),
-                Kind::RoleAssignment => directory::parse_role_assignment(o)
-                    .map(|r| self.tenant.role_assignments.push(r)),
-                Kind::DirectoryRole => directory::parse_directory_role(o)
-                    .map(|rs| self.tenant.role_assignments.extend(rs)),
-                Kind::Application => {
-                    directory::parse_application(o).map(|a| self.tenant.applications.push(a))
-                }
-                Kind::Strength => match o.required_string("id") {
-                    Ok(id) => strength::parse_strength(o, normalize_id(id)).map(|s| {
-                        if !s.built_in {
-                            self.tenant.strengths.push(s);
-                        }
-                    }),
-                    Err(e) => Err(e),
-                },
-                Kind::Ignored => Ok(()),
-                Kind::Unknown => {
-                    self.warn(
-                        file,
-                        &label,
-                        None,
-                        Code::UnknownObject,
-                        "is not an object Conditional Access uses; skipped".into(),
-                    );
-                    Ok(())
-                }
-            };
+                Err(e) => Err(e),
+            },
+            Kind::Ignored => Ok(()),
+            // Refused, not skipped: an unrecognised wrapper could be hiding a file of
+            // policies, and dropping a block policy silently opens the tenant.
+            Kind::Unknown => Err(json::FieldError::new(
+                &rel,
+                "is not an object Gatehouse recognises (expected a policy, named location, user, group, role assignment, application or authentication strength, with its @odata.type)",
+            )),
+        };
         if let Err(e) = result {
             self.errors.push(Diagnostic {
                 code: Code::InvalidField,
@@ -309,6 +317,54 @@ impl Loader {
             i += 1;
             keep
         });
+
+        // Two different users or groups with one id would make membership depend on file order.
+        let mut users: HashMap<&str, &Map<String, Value>> = HashMap::new();
+        for u in &self.tenant.users {
+            if users
+                .insert(&u.id, &u.raw)
+                .is_some_and(|first| *first != u.raw)
+            {
+                self.errors.push(Diagnostic {
+                    code: Code::DuplicateId,
+                    file: String::new(),
+                    object: Some(format!(
+                        "user {:?}",
+                        u.user_principal_name.as_deref().unwrap_or(&u.id)
+                    )),
+                    path: Some("id".into()),
+                    message: format!("two different users share the id `{}`", u.id),
+                });
+            }
+        }
+        let mut groups: HashMap<&str, &Map<String, Value>> = HashMap::new();
+        for g in &self.tenant.groups {
+            if groups
+                .insert(&g.id, &g.raw)
+                .is_some_and(|first| *first != g.raw)
+            {
+                self.errors.push(Diagnostic {
+                    code: Code::DuplicateId,
+                    file: String::new(),
+                    object: Some(format!("group {:?}", g.display_name)),
+                    path: Some("id".into()),
+                    message: format!("two different groups share the id `{}`", g.id),
+                });
+            }
+        }
+        if self.tenant.policies.len() > crate::snapshot::MAX_POLICIES {
+            self.errors.push(Diagnostic {
+                code: Code::ServiceLimit,
+                file: String::new(),
+                object: None,
+                path: None,
+                message: format!(
+                    "{} policies: Gatehouse evaluates at most {} (Entra allows 195)",
+                    self.tenant.policies.len(),
+                    crate::snapshot::MAX_POLICIES
+                ),
+            });
+        }
     }
 }
 

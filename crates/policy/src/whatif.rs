@@ -343,6 +343,15 @@ pub fn run_case(snapshot: &crate::snapshot::Snapshot, case: &Case) -> CaseResult
                 }
             }
         }
+        // A case with expectations must be decidable, or it could pass without testing anything.
+        for (p, a) in eval.policies().filter(|(_, a)| a.applies == Tri::Unknown) {
+            let needs: Vec<&str> = a.missing_inputs().collect();
+            failures.push(format!(
+                "policy {} could not be decided: supply {}",
+                p.id,
+                needs.join(", ")
+            ));
+        }
         if let Some(b) = e.blocked
             && b != blocked
         {

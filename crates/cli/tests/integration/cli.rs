@@ -318,3 +318,79 @@ fn an_undecided_policy_is_reported_with_what_it_needs_not_as_the_outcome() {
     assert!(stdout.contains("Outcome: ALLOWED"), "{stdout}");
     assert!(stdout.contains("Undetermined: \"011-Block\" would block if it applies; supply signInConditions.clientAppType"), "{stdout}");
 }
+
+#[test]
+fn linked_folders_are_read_and_special_files_refused() {
+    let dir = Scratch::new();
+    dir.write("real/policies/011.json", POLICY);
+    std::fs::create_dir_all(dir.0.join("tenant")).unwrap();
+    std::os::unix::fs::symlink(dir.0.join("real/policies"), dir.0.join("tenant/policies")).unwrap();
+    let tenant = dir.0.join("tenant");
+    let out = gatehouse(
+        &[
+            "policies",
+            "check",
+            "--tenant",
+            tenant.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["policies"], 1,
+        "a linked folder of policies must not be skipped"
+    );
+
+    // A link back to the top is a loop: refused, not followed forever.
+    std::os::unix::fs::symlink(&tenant, dir.0.join("tenant/loop")).unwrap();
+    let out = gatehouse(
+        &["policies", "check", "--tenant", tenant.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nests deeper than"));
+
+    // A FIFO would block for ever.
+    let fifo_dir = Scratch::new();
+    fifo_dir.write("a.json", POLICY);
+    let fifo = fifo_dir.0.join("b.json");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let out = gatehouse(
+            &[
+                "policies",
+                "check",
+                "--tenant",
+                fifo_dir.0.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a regular file"));
+    }
+}
+
+#[test]
+fn a_huge_line_in_a_cases_file_is_refused_without_reading_it_all() {
+    let dir = Scratch::new();
+    dir.write("tenant/policy.json", POLICY);
+    let cases = dir.write("cases.jsonl", "x".repeat(2 * 1024 * 1024));
+    let tenant = dir.0.join("tenant");
+    let out = gatehouse(
+        &[
+            "whatif",
+            "--tenant",
+            tenant.to_str().unwrap(),
+            "--cases",
+            cases.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cases.jsonl:1: the line is longer than 256 KiB")
+    );
+}

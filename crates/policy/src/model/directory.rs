@@ -10,7 +10,8 @@ pub struct User {
     pub user_principal_name: Option<String>,
     pub display_name: String,
     pub is_guest: bool,
-    /// `creationType == Invitation` or `externalUserState` set: the account lives elsewhere.
+    /// `creationType == Invitation`, `externalUserState` set or `#EXT#` in the UPN: the account
+    /// lives in another tenant.
     pub is_external: bool,
     pub account_enabled: bool,
     pub manager: Option<String>,
@@ -59,6 +60,10 @@ pub fn parse_user(o: Obj<'_>) -> FieldResult<User> {
     let external_state = o
         .string("externalUserState")?
         .is_some_and(|s| !s.trim().is_empty());
+    // Invited accounts carry `#EXT#` in their UPN even when an export omits the other marks.
+    let ext_upn = o
+        .string("userPrincipalName")?
+        .is_some_and(|u| u.to_ascii_uppercase().contains("#EXT#"));
     let manager = match o.get("manager") {
         Some(Value::String(s)) => Some(normalize_id(s)),
         Some(Value::Object(m)) => m.get("id").and_then(Value::as_str).map(normalize_id),
@@ -88,7 +93,7 @@ pub fn parse_user(o: Obj<'_>) -> FieldResult<User> {
         user_principal_name: o.string("userPrincipalName")?.map(str::to_owned),
         display_name: o.string("displayName")?.unwrap_or_default().to_owned(),
         is_guest,
-        is_external: invited || external_state,
+        is_external: invited || external_state || ext_upn,
         account_enabled: o.bool("accountEnabled")?.unwrap_or(true),
         manager,
         member_of_groups,

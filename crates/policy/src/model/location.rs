@@ -134,5 +134,18 @@ pub fn parse_cidr(cidr: &str, path: &crate::json::JsonPath) -> FieldResult<IpNet
             format!("`{cidr}` is too wide: the prefix must be longer than /8"),
         ));
     }
-    Ok(net.trunc())
+    Ok(canonical_net(net.trunc()))
+}
+
+/// `::ffff:a.b.c.d/n` (n ≥ 96) is the IPv4 range `a.b.c.d/(n-96)`: the same hosts.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
 }

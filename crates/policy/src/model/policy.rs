@@ -45,6 +45,7 @@ pub struct Conditions {
 pub enum Undecidable {
     Times,
     ApplicationFilter,
+    ServicePrincipalFilter,
     AgentIdRisk,
 }
 
@@ -236,6 +237,7 @@ fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
         Some((m, p)) => Some(parse_users(Obj { map: m, path: &p })?),
         None => None,
     };
+    let mut sp_filter = false;
     let client_applications = match c.object("clientApplications")? {
         Some((m, p)) => {
             let o = Obj { map: m, path: &p };
@@ -243,6 +245,7 @@ fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
             include.extend(ids(o.strings("includeAgentIdServicePrincipals")?));
             let exclude = ids(o.strings("excludeServicePrincipals")?);
             if !o.is_absent("servicePrincipalFilter") {
+                sp_filter = true;
                 notes.push((
                     p.key("servicePrincipalFilter"),
                     "service principal filters are not evaluated; the condition is undecidable"
@@ -277,20 +280,26 @@ fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
     let platforms = match c.object("platforms")? {
         Some((m, p)) => {
             let o = Obj { map: m, path: &p };
-            let include = enum_list(o, "includePlatforms", PLATFORMS, "device platform")?;
+            let mut include = enum_list(o, "includePlatforms", PLATFORMS, "device platform")?;
             let exclude = enum_list(o, "excludePlatforms", PLATFORMS, "device platform")?;
-            (!include.is_empty() || !exclude.is_empty())
-                .then_some(PlatformsCondition { include, exclude })
+            // Only exclusions configured: the includes are all platforms (not configured = all).
+            if include.is_empty() && !exclude.is_empty() {
+                include.push(Platform::All);
+            }
+            (!include.is_empty()).then_some(PlatformsCondition { include, exclude })
         }
         None => None,
     };
     let locations = match c.object("locations")? {
         Some((m, p)) => {
             let o = Obj { map: m, path: &p };
-            let include = location_refs(o.strings("includeLocations")?);
+            let mut include = location_refs(o.strings("includeLocations")?);
             let exclude = location_refs(o.strings("excludeLocations")?);
-            (!include.is_empty() || !exclude.is_empty())
-                .then_some(LocationsCondition { include, exclude })
+            // Only exclusions configured: the includes are any location.
+            if include.is_empty() && !exclude.is_empty() {
+                include.push(LocationRef::All);
+            }
+            (!include.is_empty()).then_some(LocationsCondition { include, exclude })
         }
         None => None,
     };
@@ -316,6 +325,9 @@ fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
     };
 
     let mut undecidable = Vec::new();
+    if sp_filter {
+        undecidable.push(Undecidable::ServicePrincipalFilter);
+    }
     if app_filter {
         undecidable.push(Undecidable::ApplicationFilter);
     }
@@ -585,6 +597,14 @@ fn parse_session(o: Obj<'_>) -> FieldResult<SessionControls> {
                     Some(SignInFrequency::EveryTime)
                 } else {
                     let value = s.integer("value")?.unwrap_or(0);
+                    if value <= 0 {
+                        return Err(FieldError::new(
+                            &p.key("value"),
+                            format!(
+                                "a time-based sign-in frequency needs a positive value, found {value}"
+                            ),
+                        ));
+                    }
                     let hours_per = match s.string("type")? {
                         Some(t) if t.eq_ignore_ascii_case("days") => 24,
                         Some(t) if t.eq_ignore_ascii_case("hours") => 1,
