@@ -53,7 +53,7 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
         let mut warn = |code: Code, path: Option<&str>, message: String| {
             out.push(Diagnostic {
                 code,
-                file: origins.policy_file.get(&p.id).cloned().unwrap_or_default(),
+                file: origins.policy_file(&p.id).cloned().unwrap_or_default(),
                 object: Some(format!("policy {:?}", p.display_name)),
                 path: path.map(str::to_owned),
                 message,

@@ -3,7 +3,7 @@
 //! Loading is all-or-nothing. One unreadable policy refuses the whole tenant, because silently
 //! dropping a block policy is how tenants get opened up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
@@ -63,8 +63,20 @@ pub fn load(files: &[SourceFile]) -> Result<Loaded, LoadError> {
 /// Where each policy and location came from, for messages after loading.
 #[derive(Debug, Default)]
 pub struct Origins {
-    pub policy_file: HashMap<String, String>,
-    pub location_file: HashMap<String, String>,
+    /// The file each object was read from (the first, for duplicates), by kind and id.
+    pub file: HashMap<(String, String), String>,
+}
+
+impl Origins {
+    pub fn policy_file(&self, id: &str) -> Option<&String> {
+        self.file.get(&("policy".to_owned(), id.to_owned()))
+    }
+
+    fn record(&mut self, kind: &str, id: &str, file: &str) {
+        self.file
+            .entry((kind.to_owned(), id.to_owned()))
+            .or_insert_with(|| file.to_owned());
+    }
 }
 
 #[derive(Default)]
@@ -148,7 +160,7 @@ impl Loader {
                     for (p, note) in notes {
                         self.warn(file, &label, Some(p.to_string()), Code::Unsupported, note);
                     }
-                    self.origins.policy_file.insert(id, file.name.clone());
+                    self.origins.record("policy", &id, &file.name);
                     self.tenant.policies.push(p);
                 })
             }
@@ -161,8 +173,14 @@ impl Loader {
                 location::parse_named_location(o, k, id)
                     .map(|l| self.tenant.named_locations.push(l))
             }
-            Kind::User => directory::parse_user(o).map(|u| self.tenant.users.push(u)),
-            Kind::Group => directory::parse_group(o).map(|g| self.tenant.groups.push(g)),
+            Kind::User => directory::parse_user(o).map(|u| {
+                self.origins.record("user", &u.id, &file.name);
+                self.tenant.users.push(u);
+            }),
+            Kind::Group => directory::parse_group(o).map(|g| {
+                self.origins.record("group", &g.id, &file.name);
+                self.tenant.groups.push(g);
+            }),
             Kind::RoleAssignment => {
                 directory::parse_role_assignment(o).map(|r| self.tenant.role_assignments.push(r))
             }
@@ -227,129 +245,59 @@ impl Loader {
         });
     }
 
-    /// The same id twice is an error unless both copies are identical (exports overlap).
+    /// The same id twice is an error unless both copies are identical (exports overlap), in
+    /// which case one is kept with a warning.
     fn check_duplicates(&mut self) {
-        let mut seen: HashMap<&str, &Map<String, Value>> = HashMap::new();
-        let mut drop = HashSet::new();
-        for (i, p) in self.tenant.policies.iter().enumerate() {
-            match seen.get(p.id.as_str()) {
-                Some(first) if **first == p.raw => {
-                    drop.insert(i);
-                    self.warnings.push(Diagnostic {
-                        code: Code::DuplicateId,
-                        file: self
-                            .origins
-                            .policy_file
-                            .get(&p.id)
-                            .cloned()
-                            .unwrap_or_default(),
-                        object: Some(format!("policy {:?}", p.display_name)),
-                        path: None,
-                        message: format!(
-                            "appears twice with id `{}`; identical copies, one kept",
-                            p.id
-                        ),
-                    });
-                }
-                Some(_) => self.errors.push(Diagnostic {
-                    code: Code::DuplicateId,
-                    file: self
-                        .origins
-                        .policy_file
-                        .get(&p.id)
-                        .cloned()
-                        .unwrap_or_default(),
-                    object: Some(format!("policy {:?}", p.display_name)),
-                    path: Some("id".into()),
-                    message: format!("two different policies share the id `{}`", p.id),
-                }),
-                None => {
-                    seen.insert(&p.id, &p.raw);
-                }
-            }
-        }
-        let mut i = 0;
-        self.tenant.policies.retain(|_| {
-            let keep = !drop.contains(&i);
-            i += 1;
-            keep
-        });
-        let mut seen: HashMap<&str, &Map<String, Value>> = HashMap::new();
-        let mut drop = HashSet::new();
-        for (i, l) in self.tenant.named_locations.iter().enumerate() {
-            let diag = |code, path: Option<&str>, message: String| Diagnostic {
-                code,
-                file: self
-                    .origins
-                    .location_file
-                    .get(&l.id)
-                    .cloned()
-                    .unwrap_or_default(),
-                object: Some(format!("named location {:?}", l.display_name)),
-                path: path.map(str::to_owned),
-                message,
-            };
-            match seen.get(l.id.as_str()) {
-                Some(first) if **first == l.raw => {
-                    drop.insert(i);
-                    self.warnings.push(diag(
-                        Code::DuplicateId,
-                        None,
-                        format!(
-                            "appears twice with id `{}`; identical copies, one kept",
-                            l.id
-                        ),
-                    ));
-                }
-                Some(_) => self.errors.push(diag(
-                    Code::DuplicateId,
-                    Some("id"),
-                    format!("two different named locations share the id `{}`", l.id),
-                )),
-                None => {
-                    seen.insert(&l.id, &l.raw);
-                }
-            }
-        }
-        let mut i = 0;
-        self.tenant.named_locations.retain(|_| {
-            let keep = !drop.contains(&i);
-            i += 1;
-            keep
-        });
-
-        // Two different users or groups with one id would make membership depend on file order.
-        let mut users: HashMap<&str, &Map<String, Value>> = HashMap::new();
-        for u in &self.tenant.users {
-            if users
-                .insert(&u.id, &u.raw)
-                .is_some_and(|first| *first != u.raw)
-            {
-                self.errors.push(Diagnostic {
-                    code: Code::DuplicateId,
-                    file: String::new(),
-                    object: Some(format!(
-                        "user {:?}",
-                        u.user_principal_name.as_deref().unwrap_or(&u.id)
-                    )),
-                    path: Some("id".into()),
-                    message: format!("two different users share the id `{}`", u.id),
-                });
-            }
-        }
-        let mut groups: HashMap<&str, &Map<String, Value>> = HashMap::new();
-        for g in &self.tenant.groups {
-            if groups
-                .insert(&g.id, &g.raw)
-                .is_some_and(|first| *first != g.raw)
-            {
-                self.errors.push(Diagnostic {
-                    code: Code::DuplicateId,
-                    file: String::new(),
-                    object: Some(format!("group {:?}", g.display_name)),
-                    path: Some("id".into()),
-                    message: format!("two different groups share the id `{}`", g.id),
-                });
+        let t = &mut self.tenant;
+        let o = &self.origins;
+        let mut found = Vec::new();
+        let file = |kind: &str, id: &str| o.file.get(&(kind.to_owned(), id.to_owned())).cloned();
+        dedupe(
+            &mut t.policies,
+            |p| (&p.id, &p.raw),
+            |p| {
+                (
+                    file("policy", &p.id),
+                    format!("policy {:?}", p.display_name),
+                )
+            },
+            "policies",
+            &mut found,
+        );
+        dedupe(
+            &mut t.named_locations,
+            |l| (&l.id, &l.raw),
+            |l| {
+                (
+                    file("location", &l.id),
+                    format!("named location {:?}", l.display_name),
+                )
+            },
+            "named locations",
+            &mut found,
+        );
+        dedupe(
+            &mut t.users,
+            |u| (&u.id, &u.raw),
+            |u| {
+                let name = u.user_principal_name.as_deref().unwrap_or(&u.id);
+                (file("user", &u.id), format!("user {name:?}"))
+            },
+            "users",
+            &mut found,
+        );
+        dedupe(
+            &mut t.groups,
+            |g| (&g.id, &g.raw),
+            |g| (file("group", &g.id), format!("group {:?}", g.display_name)),
+            "groups",
+            &mut found,
+        );
+        for (identical, d) in found {
+            if identical {
+                self.warnings.push(d)
+            } else {
+                self.errors.push(d)
             }
         }
         if self.tenant.policies.len() > crate::snapshot::MAX_POLICIES {
@@ -366,6 +314,54 @@ impl Loader {
             });
         }
     }
+}
+
+/// Drops identical copies of an object and reports them (`true`: identical, a warning) or
+/// reports different objects sharing one id (`false`: an error).
+fn dedupe<T>(
+    items: &mut Vec<T>,
+    key: impl Fn(&T) -> (&String, &Map<String, Value>),
+    describe: impl Fn(&T) -> (Option<String>, String),
+    kind: &str,
+    found: &mut Vec<(bool, Diagnostic)>,
+) {
+    let mut seen: HashMap<String, Map<String, Value>> = HashMap::new();
+    let mut keep = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let (id, raw) = key(item);
+        let (file, object) = describe(item);
+        let diag = |message: String| Diagnostic {
+            code: Code::DuplicateId,
+            file: file.clone().unwrap_or_default(),
+            object: Some(object.clone()),
+            path: Some("id".into()),
+            message,
+        };
+        match seen.get(id.as_str()) {
+            Some(first) if first == raw => {
+                found.push((
+                    true,
+                    diag(format!(
+                        "appears twice with id `{id}`; identical copies, one kept"
+                    )),
+                ));
+                keep.push(false);
+            }
+            Some(_) => {
+                found.push((
+                    false,
+                    diag(format!("two different {kind} share the id `{id}`")),
+                ));
+                keep.push(true);
+            }
+            None => {
+                seen.insert(id.clone(), raw.clone());
+                keep.push(true);
+            }
+        }
+    }
+    let mut flags = keep.into_iter();
+    items.retain(|_| flags.next().unwrap_or(true));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
