@@ -21,7 +21,7 @@ fn run(f: &Fixture, rounds: usize, decide: bool) -> usize {
         for (request, auth) in f.requests.iter().zip(&f.auth) {
             let evaluation = f.snapshot.evaluate(black_box(request));
             if decide {
-                applied += black_box(evaluation.decide(auth)).policies.len();
+                applied += black_box(evaluation.decide(auth)).results.len();
             } else {
                 applied += black_box(&evaluation).results.len();
             }

@@ -7,7 +7,7 @@
 use crate::evaluate::{Evaluation, Tri};
 use crate::model::enums::*;
 use crate::model::policy::*;
-use crate::snapshot::CompiledPolicy;
+use crate::snapshot::{CompiledPolicy, Snapshot};
 
 /// What has been proven so far in the sign-in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -153,14 +153,51 @@ impl SignInResult {
     }
 }
 
-/// One policy's line in the sign-in log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppliedPolicy {
-    pub id: String,
-    pub display_name: String,
+/// One policy's line in the sign-in log: a view over the snapshot, built on demand so that a
+/// decision does not copy every policy's name (most policies do not apply).
+#[derive(Debug, Clone, Copy)]
+pub struct AppliedPolicy<'s> {
+    pub id: &'s str,
+    pub display_name: &'s str,
     pub result: SignInResult,
-    pub enforced_grant_controls: Vec<String>,
-    pub enforced_session_controls: Vec<String>,
+    policy: &'s CompiledPolicy,
+}
+
+impl AppliedPolicy<'_> {
+    fn applied(&self) -> bool {
+        !matches!(
+            self.result,
+            SignInResult::NotApplied
+                | SignInResult::ReportOnlyNotApplied
+                | SignInResult::NotEnabled
+        )
+    }
+
+    /// Graph `enforcedGrantControls`: what the policy asked for, when it applied.
+    pub fn enforced_grant_controls(&self) -> Vec<String> {
+        if !self.applied() {
+            return Vec::new();
+        }
+        let block = self
+            .policy
+            .policy
+            .grant
+            .as_ref()
+            .is_some_and(GrantControls::blocks);
+        block
+            .then(|| "Block".to_owned())
+            .into_iter()
+            .chain(self.policy.controls.iter().map(Control::label))
+            .collect()
+    }
+
+    /// Graph `enforcedSessionControls`.
+    pub fn enforced_session_controls(&self) -> Vec<String> {
+        if !self.applied() {
+            return Vec::new();
+        }
+        session_labels(self.policy.policy.session.as_ref())
+    }
 }
 
 /// Session controls merged across enabled applying policies: the strictest of each wins.
@@ -222,28 +259,54 @@ fn strictest_mcas(a: Option<String>, b: Option<String>) -> Option<String> {
 }
 
 /// The outcome of a sign-in: what to do, and what to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+#[derive(Debug, Clone)]
+pub struct Decision<'s> {
     pub outcome: Outcome,
     pub session: MergedSession,
-    /// Every policy's sign-in-log entry, in tenant order.
-    pub policies: Vec<AppliedPolicy>,
+    /// Every policy's sign-in-log result, in tenant order (see [`Decision::policies`]).
+    pub results: Vec<SignInResult>,
     /// Policies whose applicability could not be decided (enforced as applying by `decide`,
     /// skipped by What-If).
     pub undetermined: Vec<String>,
+    snapshot: &'s Snapshot,
 }
 
-impl Decision {
+/// Two decisions are equal when they decide and log the same, whatever snapshot they came from.
+impl PartialEq for Decision<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.outcome == other.outcome
+            && self.session == other.session
+            && self.results == other.results
+            && self.undetermined == other.undetermined
+    }
+}
+
+impl<'s> Decision<'s> {
     pub fn is_blocked(&self) -> bool {
         matches!(self.outcome, Outcome::Blocked { .. })
+    }
+
+    /// Every policy's sign-in-log entry, in tenant order.
+    pub fn policies(&self) -> impl Iterator<Item = AppliedPolicy<'s>> + '_ {
+        let snapshot = self.snapshot;
+        snapshot
+            .policies
+            .iter()
+            .zip(&self.results)
+            .map(|(cp, r)| AppliedPolicy {
+                id: &cp.policy.id,
+                display_name: &cp.policy.display_name,
+                result: *r,
+                policy: cp,
+            })
     }
 
     /// Graph `signIn.conditionalAccessStatus`.
     pub fn conditional_access_status(&self) -> &'static str {
         let any_enforced = self
-            .policies
+            .results
             .iter()
-            .any(|p| matches!(p.result, SignInResult::Success | SignInResult::Failure));
+            .any(|r| matches!(r, SignInResult::Success | SignInResult::Failure));
         match &self.outcome {
             Outcome::Blocked { .. } | Outcome::ActionRequired { .. } => "failure",
             Outcome::Granted if any_enforced => "success",
@@ -261,28 +324,23 @@ pub enum Unknowns {
     Skip,
 }
 
-impl Evaluation<'_> {
+impl<'s> Evaluation<'s> {
     /// Combines the applying policies with what the sign-in has proven so far, failing closed
     /// on policies that cannot be decided (the live sign-in rule).
-    pub fn decide(&self, auth: &AuthState) -> Decision {
+    pub fn decide(&self, auth: &AuthState) -> Decision<'s> {
         self.decide_with(auth, Unknowns::Enforce)
     }
 
-    pub fn decide_with(&self, auth: &AuthState, unknowns: Unknowns) -> Decision {
-        let device_compliant = self.device_compliant;
-        let domain_joined = self.device_domain_joined;
+    pub fn decide_with(&self, auth: &AuthState, unknowns: Unknowns) -> Decision<'s> {
+        let snapshot = self.snapshot;
         let satisfied = |c: &Control| -> bool {
             match c {
-                Control::Mfa => self
-                    .snapshot
-                    .strength(crate::model::strength::MFA_STRENGTH_ID)
-                    .is_some_and(|s| s.is_satisfied_by(auth.methods)),
-                Control::AuthenticationStrength { id, .. } => self
-                    .snapshot
+                Control::Mfa => snapshot.mfa_strength.is_satisfied_by(auth.methods),
+                Control::AuthenticationStrength { id, .. } => snapshot
                     .strength(id)
                     .is_some_and(|s| s.is_satisfied_by(auth.methods)),
-                Control::CompliantDevice => device_compliant,
-                Control::DomainJoinedDevice => domain_joined,
+                Control::CompliantDevice => self.device_compliant,
+                Control::DomainJoinedDevice => self.device_domain_joined,
                 Control::ApprovedApplication => auth.approved_client_app,
                 Control::CompliantApplication => auth.app_protection_policy,
                 Control::PasswordChange | Control::RiskRemediation => auth.password_changed,
@@ -298,58 +356,47 @@ impl Evaluation<'_> {
         let mut requirements = Vec::new();
         let mut session = MergedSession::default();
         let mut undetermined = Vec::new();
-        let mut log = Vec::with_capacity(self.results.len());
+        let mut results = Vec::with_capacity(self.results.len());
 
         for (cp, a) in self.compiled() {
             let p = &cp.policy;
             let enforced = p.state == PolicyState::Enabled;
-            let entry = |result, grant: Vec<String>, session: Vec<String>| AppliedPolicy {
-                id: p.id.clone(),
-                display_name: p.display_name.clone(),
-                result,
-                enforced_grant_controls: grant,
-                enforced_session_controls: session,
-            };
             if p.state == PolicyState::Disabled {
-                log.push(entry(SignInResult::NotEnabled, Vec::new(), Vec::new()));
+                results.push(SignInResult::NotEnabled);
                 continue;
             }
             if a.applies == Tri::Unknown {
                 undetermined.push(p.id.clone());
             }
             if a.applies == Tri::No || (a.applies == Tri::Unknown && unknowns == Unknowns::Skip) {
-                let r = if enforced {
+                results.push(if enforced {
                     SignInResult::NotApplied
                 } else {
                     SignInResult::ReportOnlyNotApplied
-                };
-                log.push(entry(r, Vec::new(), Vec::new()));
+                });
                 continue;
             }
-            let controls = controls_of(cp);
-            let grant_labels: Vec<String> = p
-                .grant
-                .as_ref()
-                .map(|g| {
-                    g.built_in
-                        .iter()
-                        .filter(|c| **c == BuiltInControl::Block)
-                        .map(|_| "Block".to_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let grant_labels: Vec<String> = grant_labels
-                .into_iter()
-                .chain(controls.iter().map(Control::label))
-                .collect();
-            let session_labels = session_labels(p.session.as_ref());
+            let controls = &cp.controls;
             let blocks = p.grant.as_ref().is_some_and(GrantControls::blocks);
             let operator = p.grant.as_ref().map_or(GrantOperator::Or, |g| g.operator);
-            let unmet: Vec<Control> = controls.iter().filter(|c| !satisfied(c)).cloned().collect();
+            // Controls are few (a handful at most): a bit per control, no allocation.
+            let unmet_bits = controls
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !satisfied(c))
+                .fold(0u64, |acc, (i, _)| acc | (1u64 << (i % 64)));
+            let unmet_count = unmet_bits.count_ones() as usize;
             let grant_met = match operator {
                 _ if controls.is_empty() => true,
-                GrantOperator::And => unmet.is_empty(),
-                GrantOperator::Or => unmet.len() < controls.len(),
+                GrantOperator::And => unmet_count == 0,
+                GrantOperator::Or => unmet_count < controls.len(),
+            };
+            let unmet = || {
+                controls
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, _)| unmet_bits & (1u64 << (i % 64)) != 0)
+                    .map(|(_, c)| c)
             };
             let result = match (enforced, blocks, grant_met) {
                 (true, true, _) => SignInResult::Failure,
@@ -357,12 +404,12 @@ impl Evaluation<'_> {
                 (true, false, false) => SignInResult::Failure,
                 (false, true, _) => SignInResult::ReportOnlyFailure,
                 (false, false, true) => SignInResult::ReportOnlySuccess,
-                (false, false, false) if unmet.iter().any(Control::needs_user_action) => {
+                (false, false, false) if unmet().any(Control::needs_user_action) => {
                     SignInResult::ReportOnlyInterrupted
                 }
                 (false, false, false) => SignInResult::ReportOnlyFailure,
             };
-            log.push(entry(result, grant_labels, session_labels));
+            results.push(result);
             if !enforced {
                 continue;
             }
@@ -372,7 +419,7 @@ impl Evaluation<'_> {
                 let unmet = match operator {
                     // Under OR any one control will do, so offer them all.
                     GrantOperator::Or => controls.clone(),
-                    GrantOperator::And => unmet,
+                    GrantOperator::And => unmet().cloned().collect(),
                 };
                 requirements.push(Requirement {
                     policy_id: p.id.clone(),
@@ -399,16 +446,20 @@ impl Evaluation<'_> {
         Decision {
             outcome,
             session,
-            policies: log,
+            results,
             undetermined,
+            snapshot,
         }
     }
 }
 
 /// A policy's grant as a list of controls (block is handled separately: it is not a control
-/// anyone can satisfy).
-fn controls_of(cp: &CompiledPolicy) -> Vec<Control> {
-    let Some(g) = &cp.policy.grant else {
+/// anyone can satisfy). Computed once, when the snapshot is compiled.
+pub(crate) fn controls_of(
+    policy: &Policy,
+    strength: Option<&crate::model::strength::AuthenticationStrength>,
+) -> Vec<Control> {
+    let Some(g) = &policy.grant else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -427,9 +478,7 @@ fn controls_of(cp: &CompiledPolicy) -> Vec<Control> {
         });
     }
     if let Some(r) = &g.authentication_strength {
-        let display_name = cp
-            .strength
-            .as_ref()
+        let display_name = strength
             .map(|s| s.display_name.clone())
             .unwrap_or_else(|| r.id.clone());
         out.push(Control::AuthenticationStrength {

@@ -238,6 +238,14 @@ impl Snapshot {
             }
         }
         let locations = LocationFacts::new(self, &request.conditions);
+        // Requested apps as interned ids (`None`: no policy names the app), resolved once.
+        let app_ids: Vec<Option<u32>> = match &request.target {
+            Target::Apps(apps) => apps
+                .iter()
+                .map(|a| self.app_index.get(a).copied())
+                .collect(),
+            _ => Vec::new(),
+        };
 
         // Start from "not this target" for everything, then evaluate only the candidates.
         let target_reason = match &request.target {
@@ -257,13 +265,18 @@ impl Snapshot {
             if let (Some(p), Some(slot)) =
                 (self.policies.get(i as usize), results.get_mut(i as usize))
             {
-                *slot = self.applicability(p, request, &subject, &locations);
+                *slot = self.applicability(p, request, &subject, &locations, &app_ids);
             }
         };
         match &request.target {
             Target::Apps(apps) if apps.len() == 1 => {
                 self.index.all_apps.iter().copied().for_each(&mut run);
-                if let Some(list) = apps.first().and_then(|a| self.index.by_app.get(a)) {
+                if let Some(list) = app_ids
+                    .first()
+                    .copied()
+                    .flatten()
+                    .and_then(|a| self.index.by_app.get(&a))
+                {
                     list.iter().copied().for_each(&mut run);
                 }
             }
@@ -303,14 +316,15 @@ impl Snapshot {
         cp: &CompiledPolicy,
         req: &SignInRequest,
         subject: &Subject<'_>,
-        locations: &LocationFacts,
+        locations: &LocationFacts<'_>,
+        apps: &[Option<u32>],
     ) -> Applicability {
         let c = &cp.policy.conditions;
         let s = &req.conditions;
         // Conditions in the order What-If reports them; the first definite "no" is the reason.
         let checks: [(Reason, &dyn Fn() -> Tri); 12] = [
             (target_reason(&req.target), &|| {
-                target_matches(cp, &req.target)
+                target_matches(cp, &req.target, apps)
             }),
             (identity_reason(subject), &|| identity_matches(cp, subject)),
             (Reason::DevicePlatform, &|| {
@@ -388,12 +402,14 @@ fn identity_reason(s: &Subject<'_>) -> Reason {
 
 /// Policies target a resource, a user action or an authentication context; `All` resources
 /// covers every app but no user action (Entra keeps the two apart).
-fn target_matches(cp: &CompiledPolicy, target: &Target) -> Tri {
+fn target_matches(cp: &CompiledPolicy, target: &Target, apps: &[Option<u32>]) -> Tri {
     let a = &cp.apps;
+    let listed =
+        |list: &[u32], app: Option<u32>| app.is_some_and(|i| list.binary_search(&i).is_ok());
     Tri::from_bool(match target {
-        Target::Apps(apps) => apps
+        Target::Apps(_) => apps
             .iter()
-            .any(|app| (a.include_all || a.include.contains(app)) && !a.exclude.contains(app)),
+            .any(|app| (a.include_all || listed(&a.include, *app)) && !listed(&a.exclude, *app)),
         Target::UserAction(action) => a.actions.contains(action),
         Target::AuthContext(ctx) => a.contexts.contains(ctx),
     })
@@ -440,8 +456,8 @@ fn users_match(
         u.include_all
             || (u.include_any_guest && guest.is_some())
             || direct(&u.include_users)
-            || groups.intersects(&u.include_groups)
-            || roles.intersects(&u.include_roles),
+            || groups.contains_any(&u.include_groups)
+            || roles.contains_any(&u.include_roles),
     )
     .or(guests_match(u.include_guests.as_ref(), guest, tenant));
     if include == Tri::No {
@@ -451,8 +467,8 @@ fn users_match(
         u.exclude_all
             || (u.exclude_any_guest && guest.is_some())
             || direct(&u.exclude_users)
-            || groups.intersects(&u.exclude_groups)
-            || roles.intersects(&u.exclude_roles),
+            || groups.contains_any(&u.exclude_groups)
+            || roles.contains_any(&u.exclude_roles),
     )
     .or(guests_match(u.exclude_guests.as_ref(), guest, tenant));
     include.and_not(exclude)
@@ -555,18 +571,25 @@ fn flow_matches(flows: &[TransferMethod], s: &SignInConditions) -> Tri {
     }
 }
 
-/// Which named locations the sign-in is in, computed once per sign-in.
-struct LocationFacts {
+/// The sign-in's network facts; whether it is at a trusted location is worked out once.
+struct LocationFacts<'r> {
     ip: Option<IpAddr>,
-    country: Option<Option<String>>,
+    country: Option<Option<&'r str>>,
+    trusted: Tri,
 }
 
-impl LocationFacts {
-    fn new(_snapshot: &Snapshot, s: &SignInConditions) -> Self {
-        LocationFacts {
+impl<'r> LocationFacts<'r> {
+    fn new(snapshot: &Snapshot, s: &'r SignInConditions) -> Self {
+        let mut facts = LocationFacts {
             ip: s.ip_address,
-            country: s.country.clone(),
-        }
+            country: s.country.as_ref().map(|c| c.as_deref()),
+            trusted: Tri::No,
+        };
+        facts.trusted = snapshot
+            .trusted_locations
+            .iter()
+            .fold(Tri::No, |acc, i| acc.or(facts.in_location(snapshot, *i)));
+        facts
     }
 
     fn in_location(&self, snapshot: &Snapshot, i: u32) -> Tri {
@@ -590,17 +613,10 @@ impl LocationFacts {
         }
     }
 
-    fn in_trusted(&self, snapshot: &Snapshot) -> Tri {
-        snapshot
-            .trusted_locations
-            .iter()
-            .fold(Tri::No, |acc, i| acc.or(self.in_location(snapshot, *i)))
-    }
-
     fn matches(&self, snapshot: &Snapshot, l: &CompiledLocations) -> Tri {
         let mut include = Tri::from_bool(l.include_all);
         if l.include_trusted {
-            include = include.or(self.in_trusted(snapshot));
+            include = include.or(self.trusted);
         }
         for i in &l.include {
             include = include.or(self.in_location(snapshot, *i));
@@ -610,7 +626,7 @@ impl LocationFacts {
         }
         let mut exclude = Tri::No;
         if l.exclude_trusted {
-            exclude = exclude.or(self.in_trusted(snapshot));
+            exclude = exclude.or(self.trusted);
         }
         for i in &l.exclude {
             exclude = exclude.or(self.in_location(snapshot, *i));

@@ -282,12 +282,12 @@ proptest! {
         let graph = e.to_graph_json();
         let d = e.decide(&auth);
         let value = graph["value"].as_array().cloned().unwrap_or_default();
-        prop_assert_eq!(value.len(), d.policies.len());
-        for (w, live) in value.iter().zip(&d.policies) {
+        prop_assert_eq!(value.len(), d.results.len());
+        for (w, live) in value.iter().zip(d.policies()) {
             let applied_live = !matches!(live.result,
                 SignInResult::NotApplied | SignInResult::ReportOnlyNotApplied | SignInResult::NotEnabled);
             prop_assert_eq!(w["policyApplies"].as_bool(), Some(applied_live));
-            prop_assert_eq!(w["id"].as_str(), Some(live.id.as_str()));
+            prop_assert_eq!(w["id"].as_str(), Some(live.id));
         }
         prop_assert_eq!(e.blocked(), d.is_blocked());
     }

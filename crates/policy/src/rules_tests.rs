@@ -619,7 +619,7 @@ fn disabled_never_applies() {
     assert_eq!(applies(&s, &r), (Tri::No, Reason::PolicyNotEnabled));
     let d = s.evaluate(&r).decide(&AuthState::default());
     assert_eq!(d.outcome, Outcome::Granted);
-    assert_eq!(d.policies[0].result, SignInResult::NotEnabled);
+    assert_eq!(d.results[0], SignInResult::NotEnabled);
 }
 
 fn with_methods(modes: &[MethodMode]) -> AuthState {
@@ -772,7 +772,7 @@ fn report_only_is_logged_and_never_enforced() {
         .evaluate(&request(ADELE, SHAREPOINT, json!({})))
         .decide(&with_methods(&[MethodMode::Password]));
     assert_eq!(d.outcome, Outcome::Granted);
-    let results: Vec<_> = d.policies.iter().map(|p| p.result).collect();
+    let results = d.results.clone();
     assert_eq!(
         results,
         [
@@ -785,7 +785,13 @@ fn report_only_is_logged_and_never_enforced() {
     let d = s
         .evaluate(&request(ADELE, SHAREPOINT, json!({})))
         .decide(&with_methods(&[MethodMode::Password, MethodMode::Sms]));
-    assert_eq!(d.policies[1].result, SignInResult::ReportOnlySuccess);
+    assert_eq!(d.results[1], SignInResult::ReportOnlySuccess);
+    // The sign-in log names what each applying policy enforced, and nothing for the others.
+    let log: Vec<_> = d.policies().collect();
+    assert_eq!(log[0].id, "ro-block");
+    assert_eq!(log[0].enforced_grant_controls(), ["Block"]);
+    assert_eq!(log[1].enforced_grant_controls(), ["Mfa"]);
+    assert!(log[3].enforced_grant_controls().is_empty());
     assert_eq!(d.conditional_access_status(), "notApplied");
 }
 

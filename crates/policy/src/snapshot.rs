@@ -34,8 +34,14 @@ impl Bits {
         }
     }
 
-    pub fn intersects(&self, other: &Bits) -> bool {
-        self.0.iter().zip(other.0.iter()).any(|(a, b)| a & b != 0)
+    pub fn contains(&self, i: u32) -> bool {
+        self.0
+            .get(i as usize / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn contains_any(&self, positions: &[u32]) -> bool {
+        positions.iter().any(|i| self.contains(*i))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -61,10 +67,12 @@ pub(crate) struct CompiledUsers {
     pub exclude_any_guest: bool,
     pub include_users: Vec<u32>,
     pub exclude_users: Vec<u32>,
-    pub include_groups: Bits,
-    pub exclude_groups: Bits,
-    pub include_roles: Bits,
-    pub exclude_roles: Bits,
+    /// Referenced-group and role bit positions: policies name few, users hold many, so the
+    /// policy side is a short list tested against the user's dense bit set.
+    pub include_groups: Vec<u32>,
+    pub exclude_groups: Vec<u32>,
+    pub include_roles: Vec<u32>,
+    pub exclude_roles: Vec<u32>,
     pub include_guests: Option<GuestsOrExternalUsers>,
     pub exclude_guests: Option<GuestsOrExternalUsers>,
 }
@@ -72,8 +80,9 @@ pub(crate) struct CompiledUsers {
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledApps {
     pub include_all: bool,
-    pub include: HashSet<String>,
-    pub exclude: HashSet<String>,
+    /// Interned app ids (see `Snapshot::app_index`), sorted.
+    pub include: Vec<u32>,
+    pub exclude: Vec<u32>,
     pub actions: Vec<UserAction>,
     pub contexts: Vec<String>,
 }
@@ -93,8 +102,8 @@ pub(crate) struct CompiledPolicy {
     pub users: Option<CompiledUsers>,
     pub apps: CompiledApps,
     pub locations: Option<CompiledLocations>,
-    /// Resolved authentication strength (built-in, custom, or embedded in the export).
-    pub strength: Option<AuthenticationStrength>,
+    /// The grant's controls, ready for `decide`.
+    pub controls: Vec<crate::decision::Control>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +115,7 @@ pub(crate) struct CompiledLocation {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TargetIndex {
     pub all_apps: Vec<u16>,
-    pub by_app: HashMap<String, Vec<u16>>,
+    pub by_app: HashMap<u32, Vec<u16>>,
     pub by_action: HashMap<UserAction, Vec<u16>>,
     pub by_context: HashMap<String, Vec<u16>>,
 }
@@ -123,8 +132,12 @@ pub struct Snapshot {
     /// Indices of IP locations marked trusted (`AllTrusted`).
     pub(crate) trusted_locations: Vec<u32>,
     pub(crate) index: TargetIndex,
+    /// Every app id a policy names (suites expanded), interned.
+    pub(crate) app_index: HashMap<String, u32>,
     pub(crate) empty_bits: (Bits, Bits),
     pub(crate) strengths: HashMap<String, AuthenticationStrength>,
+    /// The built-in MFA strength: what `mfa` means, looked up once.
+    pub(crate) mfa_strength: AuthenticationStrength,
     /// Service principals by app id and by object id, to the pair of both (lists in policies
     /// and What-If requests use either).
     pub(crate) service_principals: HashMap<String, [String; 2]>,
@@ -255,14 +268,11 @@ impl Snapshot {
             strengths.insert(s.id.clone(), s.clone());
         }
 
-        let bits_of = |ids: &[String], refs: &HashMap<String, usize>, width: usize| {
-            let mut b = Bits::new(width);
-            for id in ids {
-                if let Some(i) = refs.get(id) {
-                    b.set(*i);
-                }
-            }
-            b
+        let bits_of = |ids: &[String], refs: &HashMap<String, usize>| -> Vec<u32> {
+            ids.iter()
+                .filter_map(|id| refs.get(id))
+                .map(|i| *i as u32)
+                .collect()
         };
         let user_ids = |refs: &[UserRef]| -> Vec<u32> {
             refs.iter()
@@ -281,6 +291,7 @@ impl Snapshot {
                 .collect()
         };
 
+        let mut app_index: HashMap<String, u32> = HashMap::new();
         let mut policies = Vec::with_capacity(tenant.policies.len());
         // `load` refuses more than MAX_POLICIES, so nothing is dropped here.
         for p in tenant.policies.iter().take(MAX_POLICIES) {
@@ -293,18 +304,29 @@ impl Snapshot {
                 exclude_any_guest: u.exclude_users.contains(&UserRef::GuestsOrExternalUsers),
                 include_users: user_ids(&u.include_users),
                 exclude_users: user_ids(&u.exclude_users),
-                include_groups: bits_of(&u.include_groups, &group_refs, gw),
-                exclude_groups: bits_of(&u.exclude_groups, &group_refs, gw),
-                include_roles: bits_of(&u.include_roles, &role_refs, rw),
-                exclude_roles: bits_of(&u.exclude_roles, &role_refs, rw),
+                include_groups: bits_of(&u.include_groups, &group_refs),
+                exclude_groups: bits_of(&u.exclude_groups, &group_refs),
+                include_roles: bits_of(&u.include_roles, &role_refs),
+                exclude_roles: bits_of(&u.exclude_roles, &role_refs),
                 include_guests: u.include_guests.clone(),
                 exclude_guests: u.exclude_guests.clone(),
             });
             let a = &p.conditions.applications;
+            let mut intern = |refs: &[AppRef]| -> Vec<u32> {
+                let mut ids: Vec<u32> = expand_apps(refs)
+                    .into_iter()
+                    .map(|app| {
+                        let n = app_index.len() as u32;
+                        *app_index.entry(app).or_insert(n)
+                    })
+                    .collect();
+                ids.sort_unstable();
+                ids
+            };
             let apps = CompiledApps {
                 include_all: a.include_applications.contains(&AppRef::All),
-                include: expand_apps(&a.include_applications),
-                exclude: expand_apps(&a.exclude_applications),
+                include: intern(&a.include_applications),
+                exclude: intern(&a.exclude_applications),
                 actions: a.include_user_actions.clone(),
                 contexts: a.include_auth_contexts.clone(),
             };
@@ -320,12 +342,13 @@ impl Snapshot {
                 .as_ref()
                 .and_then(|g| g.authentication_strength.as_ref())
                 .and_then(|r| strengths.get(&r.id).cloned().or_else(|| r.embedded.clone()));
+            let controls = crate::decision::controls_of(p, strength.as_ref());
             policies.push(CompiledPolicy {
                 policy: p.clone(),
                 users: users_c,
                 apps,
                 locations: locations_c,
-                strength,
+                controls,
             });
         }
 
@@ -339,7 +362,7 @@ impl Snapshot {
                 index.all_apps.push(i);
             } else {
                 for app in &cp.apps.include {
-                    index.by_app.entry(app.clone()).or_default().push(i);
+                    index.by_app.entry(*app).or_default().push(i);
                 }
             }
             for action in &cp.apps.actions {
@@ -369,7 +392,18 @@ impl Snapshot {
             locations,
             trusted_locations,
             index,
+            app_index,
             empty_bits: (Bits::new(gw), Bits::new(rw)),
+            mfa_strength: strengths
+                .get(crate::model::strength::MFA_STRENGTH_ID)
+                .cloned()
+                .unwrap_or_else(|| AuthenticationStrength {
+                    id: String::new(),
+                    display_name: String::new(),
+                    built_in: true,
+                    combinations: Vec::new(),
+                    combination_names: Vec::new(),
+                }),
             strengths,
             service_principals,
         }
