@@ -322,52 +322,64 @@ impl Snapshot {
         let c = &cp.policy.conditions;
         let s = &req.conditions;
         // Conditions in the order What-If reports them; the first definite "no" is the reason.
-        let checks: [(Reason, &dyn Fn() -> Tri); 12] = [
-            (target_reason(&req.target), &|| {
-                target_matches(cp, &req.target, apps)
-            }),
-            (identity_reason(subject), &|| identity_matches(cp, subject)),
-            (Reason::DevicePlatform, &|| {
-                platform_matches(c.platforms.as_ref(), s.device_platform)
-            }),
-            (Reason::Location, &|| match &cp.locations {
-                None => Tri::Yes,
-                Some(l) => locations.matches(self, l),
-            }),
-            (Reason::ClientApps, &|| {
-                client_app_matches(&c.client_app_types, s.client_app_type)
-            }),
-            (Reason::Devices, &|| devices_match(c.devices.as_ref(), s)),
-            (Reason::SignInRisk, &|| {
-                level_matches(&c.sign_in_risk_levels, s.sign_in_risk)
-            }),
-            (Reason::UserRisk, &|| {
-                level_matches(&c.user_risk_levels, s.user_risk)
-            }),
-            (Reason::WorkloadIdentities, &|| {
-                level_matches(&c.service_principal_risk_levels, s.service_principal_risk)
-            }),
-            (Reason::InsiderRisk, &|| {
-                level_matches(&c.insider_risk_levels, s.insider_risk)
-            }),
-            (Reason::AuthenticationFlow, &|| {
-                flow_matches(&c.authentication_flows, s)
-            }),
-            (Reason::Time, &|| {
-                if c.undecidable.is_empty() {
-                    Tri::Yes
-                } else {
-                    Tri::Unknown
-                }
-            }),
-        ];
+        // Straight-line and lazy: a condition after a definite "no" is never evaluated.
         let mut missing = 0u16;
-        for (i, (reason, check)) in checks.into_iter().enumerate() {
-            match check() {
-                Tri::No => return Applicability::no(reason),
-                Tri::Unknown => missing |= 1 << i,
-                Tri::Yes => {}
-            }
+        macro_rules! check {
+            ($bit:expr, $reason:expr, $tri:expr) => {
+                match $tri {
+                    Tri::No => return Applicability::no($reason),
+                    Tri::Unknown => missing |= 1 << $bit,
+                    Tri::Yes => {}
+                }
+            };
+        }
+        check!(
+            0,
+            target_reason(&req.target),
+            target_matches(cp, &req.target, apps)
+        );
+        check!(1, identity_reason(subject), identity_matches(cp, subject));
+        check!(
+            2,
+            Reason::DevicePlatform,
+            platform_matches(c.platforms.as_ref(), s.device_platform)
+        );
+        if let Some(l) = &cp.locations {
+            check!(3, Reason::Location, locations.matches(self, l));
+        }
+        check!(
+            4,
+            Reason::ClientApps,
+            client_app_matches(&c.client_app_types, s.client_app_type)
+        );
+        check!(5, Reason::Devices, devices_match(c.devices.as_ref(), s));
+        check!(
+            6,
+            Reason::SignInRisk,
+            level_matches(&c.sign_in_risk_levels, s.sign_in_risk)
+        );
+        check!(
+            7,
+            Reason::UserRisk,
+            level_matches(&c.user_risk_levels, s.user_risk)
+        );
+        check!(
+            8,
+            Reason::WorkloadIdentities,
+            level_matches(&c.service_principal_risk_levels, s.service_principal_risk)
+        );
+        check!(
+            9,
+            Reason::InsiderRisk,
+            level_matches(&c.insider_risk_levels, s.insider_risk)
+        );
+        check!(
+            10,
+            Reason::AuthenticationFlow,
+            flow_matches(&c.authentication_flows, s)
+        );
+        if !c.undecidable.is_empty() {
+            missing |= 1 << 11;
         }
         if missing != 0 {
             Applicability {
