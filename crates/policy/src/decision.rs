@@ -107,22 +107,23 @@ impl Control {
     }
 }
 
-/// What a policy still needs: `any_of` under OR, every one under AND.
+/// What a policy still needs: any one of `unmet` under OR, every one under AND. Borrowed from
+/// the snapshot: deciding a sign-in copies no names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirement {
-    pub policy_id: String,
+pub struct Requirement<'s> {
+    pub policy_id: &'s str,
     pub operator: GrantOperator,
-    pub unmet: Vec<Control>,
+    pub unmet: Vec<&'s Control>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<'s> {
     /// An enabled applying policy blocks (error 53003 at sign-in).
-    Blocked { policies: Vec<String> },
+    Blocked { policies: Vec<&'s str> },
     /// Every applying enabled policy's grant is satisfied.
     Granted,
     /// Satisfy all of these (each a policy's unmet controls) to be let in.
-    ActionRequired { requirements: Vec<Requirement> },
+    ActionRequired { requirements: Vec<Requirement<'s>> },
 }
 
 /// Graph `appliedConditionalAccessPolicy.result`.
@@ -261,13 +262,13 @@ fn strictest_mcas(a: Option<String>, b: Option<String>) -> Option<String> {
 /// The outcome of a sign-in: what to do, and what to log.
 #[derive(Debug, Clone)]
 pub struct Decision<'s> {
-    pub outcome: Outcome,
+    pub outcome: Outcome<'s>,
     pub session: MergedSession,
     /// Every policy's sign-in-log result, in tenant order (see [`Decision::policies`]).
     pub results: Vec<SignInResult>,
     /// Policies whose applicability could not be decided (enforced as applying by `decide`,
     /// skipped by What-If).
-    pub undetermined: Vec<String>,
+    pub undetermined: Vec<&'s str>,
     snapshot: &'s Snapshot,
 }
 
@@ -333,12 +334,14 @@ impl<'s> Evaluation<'s> {
 
     pub fn decide_with(&self, auth: &AuthState, unknowns: Unknowns) -> Decision<'s> {
         let snapshot = self.snapshot;
-        let satisfied = |c: &Control| -> bool {
+        let satisfied = |cp: &CompiledPolicy, c: &Control| -> bool {
             match c {
                 Control::Mfa => snapshot.mfa_strength.is_satisfied_by(auth.methods),
-                Control::AuthenticationStrength { id, .. } => snapshot
-                    .strength(id)
-                    .is_some_and(|s| s.is_satisfied_by(auth.methods)),
+                // Resolved when the snapshot was compiled; an unknown strength is never met.
+                Control::AuthenticationStrength { .. } => cp
+                    .strength
+                    .iter()
+                    .any(|combo| auth.methods.contains_all(*combo)),
                 Control::CompliantDevice => self.device_compliant,
                 Control::DomainJoinedDevice => self.device_domain_joined,
                 Control::ApprovedApplication => auth.approved_client_app,
@@ -366,7 +369,7 @@ impl<'s> Evaluation<'s> {
                 continue;
             }
             if a.applies == Tri::Unknown {
-                undetermined.push(p.id.clone());
+                undetermined.push(p.id.as_str());
             }
             if a.applies == Tri::No || (a.applies == Tri::Unknown && unknowns == Unknowns::Skip) {
                 results.push(if enforced {
@@ -383,7 +386,7 @@ impl<'s> Evaluation<'s> {
             let unmet_bits = controls
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| !satisfied(c))
+                .filter(|(_, c)| !satisfied(cp, c))
                 .fold(0u64, |acc, (i, _)| acc | (1u64 << (i % 64)));
             let unmet_count = unmet_bits.count_ones() as usize;
             let grant_met = match operator {
@@ -414,15 +417,15 @@ impl<'s> Evaluation<'s> {
                 continue;
             }
             if blocks {
-                blocked_by.push(p.id.clone());
+                blocked_by.push(p.id.as_str());
             } else if !grant_met {
                 let unmet = match operator {
                     // Under OR any one control will do, so offer them all.
-                    GrantOperator::Or => controls.clone(),
-                    GrantOperator::And => unmet().cloned().collect(),
+                    GrantOperator::Or => controls.iter().collect(),
+                    GrantOperator::And => unmet().collect(),
                 };
                 requirements.push(Requirement {
-                    policy_id: p.id.clone(),
+                    policy_id: &p.id,
                     operator,
                     unmet,
                 });
@@ -437,8 +440,7 @@ impl<'s> Evaluation<'s> {
                 policies: blocked_by,
             }
         } else if !requirements.is_empty() {
-            requirements
-                .sort_by_key(|r| r.unmet.iter().map(Control::rank).min().unwrap_or(u8::MAX));
+            requirements.sort_by_key(|r| r.unmet.iter().map(|c| c.rank()).min().unwrap_or(u8::MAX));
             Outcome::ActionRequired { requirements }
         } else {
             Outcome::Granted

@@ -655,7 +655,7 @@ fn block_wins_and_every_applying_policy_must_be_satisfied() {
     assert_eq!(
         d.outcome,
         Outcome::Blocked {
-            policies: vec!["block".into()]
+            policies: vec!["block"]
         }
     );
     let d = s
@@ -666,10 +666,7 @@ fn block_wins_and_every_applying_policy_must_be_satisfied() {
     };
     // MFA is asked for before the device, as Entra orders them.
     assert_eq!(
-        requirements
-            .iter()
-            .map(|r| r.policy_id.as_str())
-            .collect::<Vec<_>>(),
+        requirements.iter().map(|r| r.policy_id).collect::<Vec<_>>(),
         ["mfa", "device"]
     );
     let d = s
@@ -702,7 +699,7 @@ fn grant_operators_and_and_or() {
     };
     assert_eq!(requirements.len(), 1);
     assert_eq!(requirements[0].policy_id, "and");
-    assert_eq!(requirements[0].unmet, vec![Control::CompliantDevice]);
+    assert_eq!(requirements[0].unmet, vec![&Control::CompliantDevice]);
 }
 
 #[test]

@@ -104,6 +104,9 @@ pub(crate) struct CompiledPolicy {
     pub locations: Option<CompiledLocations>,
     /// The grant's controls, ready for `decide`.
     pub controls: Vec<crate::decision::Control>,
+    /// The combinations of the authentication strength the grant asks for (empty: none, or
+    /// a strength the export does not hold, which can never be met).
+    pub strength: Vec<crate::model::enums::MethodSet>,
 }
 
 #[derive(Debug, Clone)]
@@ -343,12 +346,14 @@ impl Snapshot {
                 .and_then(|g| g.authentication_strength.as_ref())
                 .and_then(|r| strengths.get(&r.id).cloned().or_else(|| r.embedded.clone()));
             let controls = crate::decision::controls_of(p, strength.as_ref());
+            let strength = strength.map(|s| s.combinations).unwrap_or_default();
             policies.push(CompiledPolicy {
                 policy: p.clone(),
                 users: users_c,
                 apps,
                 locations: locations_c,
                 controls,
+                strength,
             });
         }
 

@@ -114,7 +114,7 @@ impl Evaluation<'_> {
                             crate::model::enums::GrantOperator::And => " and ",
                             crate::model::enums::GrantOperator::Or => " or ",
                         };
-                        format!("{} ({})", controls.join(joiner), self.name_of(&r.policy_id))
+                        format!("{} ({})", controls.join(joiner), self.name_of(r.policy_id))
                     })
                     .collect();
                 format!("ALLOWED after: {}", parts.join("; "))

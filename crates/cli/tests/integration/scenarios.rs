@@ -123,7 +123,7 @@ fn adele_is_blocked_in_france_until_she_joins_the_travel_group() {
         panic!("{:?}", d.outcome)
     };
     assert_eq!(requirements.len(), 1);
-    assert_eq!(requirements[0].unmet, vec![gatehouse_policy::Control::Mfa]);
+    assert_eq!(requirements[0].unmet, vec![&gatehouse_policy::Control::Mfa]);
     // And once MFA is done, she is in.
     let methods = gatehouse_policy::MethodSet::of(&[
         gatehouse_policy::MethodMode::Password,
