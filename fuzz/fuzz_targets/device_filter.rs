@@ -28,10 +28,7 @@ fn windows() -> DeviceAttributes {
         device_ownership: Some("Company".to_owned()),
         is_compliant: Some(true),
         mdm_app_id: Some("0000000a-0000-0000-c000-000000000000".to_owned()),
-        physical_ids: Some(vec![
-            "[ZTDId]:abc".to_owned(),
-            "[OrderId]:Order-7".to_owned(),
-        ]),
+        physical_ids: Some(vec!["[ZTDId]:abc".to_owned(), "[OrderId]:Order-7".to_owned()]),
         system_labels: Some(vec!["AzureResource".to_owned()]),
         profile_type: Some("RegisteredDevice".to_owned()),
         trust_type: Some("ServerAD".to_owned()),

@@ -62,10 +62,7 @@ fn split(data: &[u8]) -> Vec<SourceFile> {
     files
         .into_iter()
         .enumerate()
-        .map(|(i, bytes)| SourceFile {
-            name: format!("fuzz/{i}.json"),
-            bytes: bytes.to_vec(),
-        })
+        .map(|(i, bytes)| SourceFile { name: format!("fuzz/{i}.json"), bytes: bytes.to_vec() })
         .collect()
 }
 

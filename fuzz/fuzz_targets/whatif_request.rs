@@ -135,10 +135,7 @@ fn snapshot() -> &'static Snapshot {
             ("policies.json", POLICIES),
         ]
         .into_iter()
-        .map(|(name, text)| SourceFile {
-            name: name.into(),
-            bytes: text.as_bytes().to_vec(),
-        })
+        .map(|(name, text)| SourceFile { name: name.into(), bytes: text.as_bytes().to_vec() })
         .collect();
         match load(&files) {
             Ok(loaded) => Snapshot::compile(&loaded.tenant),

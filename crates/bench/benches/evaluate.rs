@@ -24,11 +24,7 @@ use gatehouse_policy::{SignInRequest, Snapshot};
 fn main() {
     let test_mode = std::env::args().any(|a| a == "--test");
     let small = test_mode || std::env::var_os("GATEHOUSE_BENCH_SMALL").is_some();
-    let config = if small {
-        Config::small()
-    } else {
-        Config::full()
-    };
+    let config = if small { Config::small() } else { Config::full() };
     let fixture = match Fixture::build(&config) {
         Ok(f) => f,
         Err(e) => {
@@ -261,12 +257,7 @@ fn measure(requests: usize, target: Duration, mut call: impl FnMut(usize)) -> La
             call(i);
         }
     }
-    Latency {
-        samples,
-        per_request,
-        batch: start.elapsed(),
-        batch_calls: rounds * requests,
-    }
+    Latency { samples, per_request, batch: start.elapsed(), batch_calls: rounds * requests }
 }
 
 #[expect(clippy::disallowed_methods, reason = "benchmark timing")]
@@ -357,10 +348,9 @@ fn latency_report(f: &Fixture) {
         cedar.percentile(p).as_secs_f64() / g.percentile(p).as_secs_f64().max(1e-12)
     };
     let throughput = |g: &Latency| g.per_second() / cedar.per_second().max(1e-12);
-    for (name, g) in [
-        ("cedar / (evaluate+decide)", &gatehouse),
-        ("cedar / (evaluate only)", &evaluate_only),
-    ] {
+    for (name, g) in
+        [("cedar / (evaluate+decide)", &gatehouse), ("cedar / (evaluate only)", &evaluate_only)]
+    {
         println!(
             "{:<28} {:>11.1}× {:>11.1}× {:>11.1}× {:>12} {:>13.1}×",
             name,
@@ -389,17 +379,9 @@ fn latency_report(f: &Fixture) {
     let p99 = gatehouse.percentile(0.99);
     println!(
         "goal: Gatehouse p99 < 10 µs: {} ({}); at least 20× faster than Cedar: {} ({:.1}× at the median, {:.1}× in throughput)",
-        if p99 < Duration::from_micros(10) {
-            "met"
-        } else {
-            "MISSED"
-        },
+        if p99 < Duration::from_micros(10) { "met" } else { "MISSED" },
         us(p99),
-        if ratio(&gatehouse, 0.5) >= 20.0 {
-            "met"
-        } else {
-            "MISSED"
-        },
+        if ratio(&gatehouse, 0.5) >= 20.0 { "met" } else { "MISSED" },
         ratio(&gatehouse, 0.5),
         throughput(&gatehouse)
     );

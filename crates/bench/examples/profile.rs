@@ -31,10 +31,7 @@ fn run(f: &Fixture, rounds: usize, decide: bool) -> usize {
 }
 
 fn main() {
-    let rounds = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1000);
+    let rounds = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let config = if std::env::var_os("GATEHOUSE_BENCH_SMALL").is_some() {
         Config::small()
     } else {

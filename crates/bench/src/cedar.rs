@@ -84,19 +84,11 @@ pub struct CedarTenant {
 /// Translates the policies and builds the entity store.
 pub fn to_cedar(tenant: &Tenant) -> Result<CedarTenant> {
     let (policies, source, translated) = translate_policies(tenant)?;
-    Ok(CedarTenant {
-        policies,
-        entities: build_entities(tenant)?,
-        source,
-        translated,
-    })
+    Ok(CedarTenant { policies, entities: build_entities(tenant)?, source, translated })
 }
 
 fn uid(kind: &str, id: &str) -> Result<EntityUid> {
-    Ok(EntityUid::from_type_name_and_id(
-        EntityTypeName::from_str(kind)?,
-        EntityId::new(id),
-    ))
+    Ok(EntityUid::from_type_name_and_id(EntityTypeName::from_str(kind)?, EntityId::new(id)))
 }
 
 /// A Cedar string literal.
@@ -133,10 +125,7 @@ fn string_set<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 
 /// The Graph spelling of an enum value: the first name its table gives it.
 fn name_of<T: PartialEq + Copy>(table: &'static [(&'static str, T)], value: T) -> &'static str {
-    table
-        .iter()
-        .find(|(_, v)| *v == value)
-        .map_or("unknownFutureValue", |(n, _)| *n)
+    table.iter().find(|(_, v)| *v == value).map_or("unknownFutureValue", |(n, _)| *n)
 }
 
 fn any_of(parts: Vec<String>) -> String {
@@ -157,24 +146,14 @@ const GUEST: &str = r#"(if context has externalUserType then context.externalUse
 // ---------------------------------------------------------------------------
 
 fn translate_policies(tenant: &Tenant) -> Result<(PolicySet, String, Vec<String>)> {
-    let locations: HashMap<&str, &NamedLocation> = tenant
-        .named_locations
-        .iter()
-        .map(|l| (l.id.as_str(), l))
-        .collect();
-    let trusted: Vec<&NamedLocation> = tenant
-        .named_locations
-        .iter()
-        .filter(|l| l.is_trusted())
-        .collect();
+    let locations: HashMap<&str, &NamedLocation> =
+        tenant.named_locations.iter().map(|l| (l.id.as_str(), l)).collect();
+    let trusted: Vec<&NamedLocation> =
+        tenant.named_locations.iter().filter(|l| l.is_trusted()).collect();
     let mut set = PolicySet::new();
     let mut source = String::new();
     let mut translated = Vec::new();
-    for p in tenant
-        .policies
-        .iter()
-        .filter(|p| p.state != PolicyState::Disabled)
-    {
+    for p in tenant.policies.iter().filter(|p| p.state != PolicyState::Disabled) {
         let text = policy_text(p, &locations, &trusted)
             .map_err(|e| format!("policy {} ({}): {e}", p.id, p.display_name))?;
         let policy = Policy::parse(Some(PolicyId::new(&p.id)), &text)
@@ -219,11 +198,7 @@ fn policy_text(
     }
     if let Some(l) = &c.locations {
         let refs = |list: &[LocationRef], include: bool| {
-            any_of(
-                list.iter()
-                    .filter_map(|r| location(r, include, locations, trusted))
-                    .collect(),
-            )
+            any_of(list.iter().filter_map(|r| location(r, include, locations, trusted)).collect())
         };
         when.push(refs(&l.include, true));
         if !l.exclude.is_empty() {
@@ -235,10 +210,7 @@ fn policy_text(
             .filter(|(_, r)| c.client_app_types.iter().any(|t| t.covers(*r)))
             .map(|(n, _)| n)
             .collect();
-        when.push(format!(
-            "{}.contains(context.clientAppType)",
-            string_set(covered)
-        ));
+        when.push(format!("{}.contains(context.clientAppType)", string_set(covered)));
     }
     if let Some(d) = &c.devices {
         when.push(devices(d)?);
@@ -246,55 +218,34 @@ fn policy_text(
     let levels =
         |names: Vec<&str>, key: &str| format!("{}.contains(context.{key})", string_set(names));
     if !c.sign_in_risk_levels.is_empty() {
-        let names = c
-            .sign_in_risk_levels
-            .iter()
-            .map(|l| name_of(RISK_LEVELS, *l))
-            .collect();
+        let names = c.sign_in_risk_levels.iter().map(|l| name_of(RISK_LEVELS, *l)).collect();
         when.push(levels(names, "signInRisk"));
     }
     if !c.user_risk_levels.is_empty() {
-        let names = c
-            .user_risk_levels
-            .iter()
-            .map(|l| name_of(RISK_LEVELS, *l))
-            .collect();
+        let names = c.user_risk_levels.iter().map(|l| name_of(RISK_LEVELS, *l)).collect();
         when.push(levels(names, "userRisk"));
     }
     if !c.service_principal_risk_levels.is_empty() {
-        let names = c
-            .service_principal_risk_levels
-            .iter()
-            .map(|l| name_of(RISK_LEVELS, *l))
-            .collect();
+        let names =
+            c.service_principal_risk_levels.iter().map(|l| name_of(RISK_LEVELS, *l)).collect();
         when.push(format!(
             "context has servicePrincipalRisk && {}",
             levels(names, "servicePrincipalRisk")
         ));
     }
     if !c.insider_risk_levels.is_empty() {
-        let names = c
-            .insider_risk_levels
-            .iter()
-            .map(|l| name_of(INSIDER_RISK_LEVELS, *l))
-            .collect();
+        let names =
+            c.insider_risk_levels.iter().map(|l| name_of(INSIDER_RISK_LEVELS, *l)).collect();
         when.push(levels(names, "insiderRisk"));
     }
     if !c.authentication_flows.is_empty() {
-        let names = c
-            .authentication_flows
-            .iter()
-            .map(|t| name_of(TRANSFER_METHODS, *t))
-            .collect();
+        let names = c.authentication_flows.iter().map(|t| name_of(TRANSFER_METHODS, *t)).collect();
         when.push(levels(names, "authFlow"));
     }
 
     let mut text = String::new();
     writeln!(text, "@id({})", lit(&p.id))?;
-    writeln!(
-        text,
-        "permit (principal is User, action == Action::\"signIn\", {scope})"
-    )?;
+    writeln!(text, "permit (principal is User, action == Action::\"signIn\", {scope})")?;
     for w in when.iter().filter(|w| w.as_str() != "true") {
         writeln!(text, "when {{ {w} }}")?;
     }
@@ -336,19 +287,14 @@ fn target(a: &ApplicationsCondition) -> (String, Vec<String>, Vec<String>) {
     let contexts = (!a.include_auth_contexts.is_empty()).then(|| {
         format!(
             "resource in {}",
-            entity_set(
-                "AuthContext",
-                a.include_auth_contexts.iter().map(String::as_str)
-            )
+            entity_set("AuthContext", a.include_auth_contexts.iter().map(String::as_str))
         )
     });
     match (has_apps, actions, contexts) {
         (false, None, None) => ("resource".into(), vec!["false".into()], Vec::new()),
-        (true, None, None) => (
-            "resource is App".into(),
-            vec![app_include],
-            app_exclude.into_iter().collect(),
-        ),
+        (true, None, None) => {
+            ("resource is App".into(), vec![app_include], app_exclude.into_iter().collect())
+        }
         (false, Some(x), None) => ("resource is UserAction".into(), vec![x], Vec::new()),
         (false, None, Some(x)) => ("resource is AuthContext".into(), vec![x], Vec::new()),
         (apps, actions, contexts) => {
@@ -412,10 +358,8 @@ fn user_parts(
         ));
     }
     if !roles.is_empty() {
-        parts.push(format!(
-            "principal in {}",
-            entity_set("Role", roles.iter().map(String::as_str))
-        ));
+        parts
+            .push(format!("principal in {}", entity_set("Role", roles.iter().map(String::as_str))));
     }
     parts.extend(g.map(guests));
     parts
@@ -448,17 +392,12 @@ fn platforms(p: &PlatformsCondition) -> (String, Option<String>) {
         format!(
             "{}.contains(context.platform)",
             string_set(
-                list.iter()
-                    .filter(|x| **x != Platform::All)
-                    .map(|x| name_of(PLATFORMS, *x))
+                list.iter().filter(|x| **x != Platform::All).map(|x| name_of(PLATFORMS, *x))
             )
         )
     };
-    let include = if p.include.contains(&Platform::All) {
-        "true".to_owned()
-    } else {
-        set(&p.include)
-    };
+    let include =
+        if p.include.contains(&Platform::All) { "true".to_owned() } else { set(&p.include) };
     let exclude = if p.exclude.contains(&Platform::All) {
         Some("true".to_owned())
     } else {
@@ -512,11 +451,7 @@ fn devices(d: &DevicesCondition) -> Result<String> {
     let mut parts = Vec::new();
     if let Some((mode, rule)) = &d.filter {
         let expr = device_rule::translate(rule.source())?;
-        parts.push(if *mode == FilterMode::Include {
-            expr
-        } else {
-            format!("!{expr}")
-        });
+        parts.push(if *mode == FilterMode::Include { expr } else { format!("!{expr}") });
     }
     // Deprecated device states: include `All`, exclude `Compliant` / `DomainJoined`.
     if !d.include_states.is_empty() || !d.exclude_states.is_empty() {
@@ -535,17 +470,10 @@ fn devices(d: &DevicesCondition) -> Result<String> {
             parts.push(any_of(d.include_states.iter().map(state).collect()));
         }
         if !d.exclude_states.is_empty() {
-            parts.push(format!(
-                "!{}",
-                any_of(d.exclude_states.iter().map(state).collect())
-            ));
+            parts.push(format!("!{}", any_of(d.exclude_states.iter().map(state).collect())));
         }
     }
-    Ok(if parts.is_empty() {
-        "true".to_owned()
-    } else {
-        parts.join(" && ")
-    })
+    Ok(if parts.is_empty() { "true".to_owned() } else { parts.join(" && ") })
 }
 
 /// Client app types a request can carry (every type but `all`), with their Graph names.
@@ -568,40 +496,25 @@ fn request_client_types() -> impl Iterator<Item = (&'static str, ClientAppType)>
 pub fn build_entities(tenant: &Tenant) -> Result<Entities> {
     let user_ids: HashSet<&str> = tenant.users.iter().map(|u| u.id.as_str()).collect();
     let mut user_parents: HashMap<&str, HashSet<EntityUid>> = HashMap::new();
-    let mut group_parents: HashMap<&str, HashSet<EntityUid>> = tenant
-        .groups
-        .iter()
-        .map(|g| (g.id.as_str(), HashSet::new()))
-        .collect();
+    let mut group_parents: HashMap<&str, HashSet<EntityUid>> =
+        tenant.groups.iter().map(|g| (g.id.as_str(), HashSet::new())).collect();
     for g in &tenant.groups {
         let parent = uid("Group", &g.id)?;
         for m in &g.members {
             if user_ids.contains(m.as_str()) {
-                user_parents
-                    .entry(m.as_str())
-                    .or_default()
-                    .insert(parent.clone());
+                user_parents.entry(m.as_str()).or_default().insert(parent.clone());
             } else {
                 // Anything that is not a user is walked as a group, as Gatehouse does.
-                group_parents
-                    .entry(m.as_str())
-                    .or_default()
-                    .insert(parent.clone());
+                group_parents.entry(m.as_str()).or_default().insert(parent.clone());
             }
         }
     }
     for u in &tenant.users {
         for g in &u.member_of_groups {
-            user_parents
-                .entry(u.id.as_str())
-                .or_default()
-                .insert(uid("Group", g)?);
+            user_parents.entry(u.id.as_str()).or_default().insert(uid("Group", g)?);
         }
         for r in &u.member_of_roles {
-            user_parents
-                .entry(u.id.as_str())
-                .or_default()
-                .insert(uid("Role", r)?);
+            user_parents.entry(u.id.as_str()).or_default().insert(uid("Role", r)?);
         }
     }
     for a in &tenant.role_assignments {
@@ -611,15 +524,9 @@ pub fn build_entities(tenant: &Tenant) -> Result<Entities> {
         }
         let role = uid("Role", &a.role_template_id)?;
         if user_ids.contains(a.principal_id.as_str()) {
-            user_parents
-                .entry(a.principal_id.as_str())
-                .or_default()
-                .insert(role);
+            user_parents.entry(a.principal_id.as_str()).or_default().insert(role);
         } else {
-            group_parents
-                .entry(a.principal_id.as_str())
-                .or_default()
-                .insert(role);
+            group_parents.entry(a.principal_id.as_str()).or_default().insert(role);
         }
     }
 
@@ -636,12 +543,7 @@ pub fn build_entities(tenant: &Tenant) -> Result<Entities> {
             (false, false) => None,
         };
         let attrs: HashMap<String, RestrictedExpression> = guest_type
-            .map(|t| {
-                (
-                    "guestType".to_owned(),
-                    RestrictedExpression::new_string(t.to_owned()),
-                )
-            })
+            .map(|t| ("guestType".to_owned(), RestrictedExpression::new_string(t.to_owned())))
             .into_iter()
             .collect();
         let parents = user_parents.remove(u.id.as_str()).unwrap_or_default();
@@ -699,17 +601,9 @@ pub fn request(req: &SignInRequest) -> Result<Request> {
         pairs.push((k.to_owned(), RestrictedExpression::new_string(v.to_owned())));
     };
     let principal = match &req.identity {
-        Identity::User {
-            user_id,
-            external_tenant_id,
-            external_user_type,
-        } => {
+        Identity::User { user_id, external_tenant_id, external_user_type } => {
             if let Some(t) = external_user_type {
-                string(
-                    &mut pairs,
-                    "externalUserType",
-                    name_of(GUEST_TYPES, Some(*t)),
-                );
+                string(&mut pairs, "externalUserType", name_of(GUEST_TYPES, Some(*t)));
             }
             if let Some(t) = external_tenant_id {
                 string(&mut pairs, "externalTenantId", t);
@@ -738,30 +632,16 @@ pub fn request(req: &SignInRequest) -> Result<Request> {
     let platform = s.device_platform.ok_or_else(|| missing("devicePlatform"))?;
     string(&mut pairs, "platform", name_of(PLATFORMS, platform));
     let client = s.client_app_type.ok_or_else(|| missing("clientAppType"))?;
-    string(
-        &mut pairs,
-        "clientAppType",
-        name_of(CLIENT_APP_TYPES, client),
-    );
-    let risk = |r: Option<_>, what: &str| {
-        r.map(|r| name_of(RISK_LEVELS, r))
-            .ok_or_else(|| missing(what))
-    };
-    string(
-        &mut pairs,
-        "signInRisk",
-        risk(s.sign_in_risk, "signInRiskLevel")?,
-    );
+    string(&mut pairs, "clientAppType", name_of(CLIENT_APP_TYPES, client));
+    let risk =
+        |r: Option<_>, what: &str| r.map(|r| name_of(RISK_LEVELS, r)).ok_or_else(|| missing(what));
+    string(&mut pairs, "signInRisk", risk(s.sign_in_risk, "signInRiskLevel")?);
     string(&mut pairs, "userRisk", risk(s.user_risk, "userRiskLevel")?);
     if let Some(r) = s.service_principal_risk {
         string(&mut pairs, "servicePrincipalRisk", name_of(RISK_LEVELS, r));
     }
     let insider = s.insider_risk.ok_or_else(|| missing("insiderRiskLevel"))?;
-    string(
-        &mut pairs,
-        "insiderRisk",
-        name_of(INSIDER_RISK_LEVELS, insider),
-    );
+    string(&mut pairs, "insiderRisk", name_of(INSIDER_RISK_LEVELS, insider));
     let flow = match s.authentication_flow {
         None => return Err(missing("authenticationFlow").into()),
         Some(None) => "none",
@@ -771,13 +651,7 @@ pub fn request(req: &SignInRequest) -> Result<Request> {
     let device = s.device.as_ref().ok_or_else(|| missing("deviceInfo"))?;
     pairs.push(("device".into(), device_record(device)?));
     let context = Context::from_pairs(pairs)?;
-    Ok(Request::new(
-        principal,
-        uid("Action", "signIn")?,
-        resource,
-        context,
-        None,
-    )?)
+    Ok(Request::new(principal, uid("Action", "signIn")?, resource, context, None)?)
 }
 
 /// The non-null device attributes, strings ASCII-lowercased (approximation 2).
@@ -785,27 +659,16 @@ fn device_record(d: &DeviceAttributes) -> Result<RestrictedExpression> {
     let mut fields: Vec<(String, RestrictedExpression)> = Vec::new();
     let text = |fields: &mut Vec<(String, RestrictedExpression)>, k: &str, v: &Option<String>| {
         if let Some(v) = v {
-            fields.push((
-                k.to_owned(),
-                RestrictedExpression::new_string(v.to_ascii_lowercase()),
-            ));
+            fields.push((k.to_owned(), RestrictedExpression::new_string(v.to_ascii_lowercase())));
         }
     };
     text(&mut fields, "deviceId", &d.device_id);
     text(&mut fields, "displayName", &d.display_name);
-    text(
-        &mut fields,
-        "enrollmentProfileName",
-        &d.enrollment_profile_name,
-    );
+    text(&mut fields, "enrollmentProfileName", &d.enrollment_profile_name);
     text(&mut fields, "manufacturer", &d.manufacturer);
     text(&mut fields, "model", &d.model);
     text(&mut fields, "operatingSystem", &d.operating_system);
-    text(
-        &mut fields,
-        "operatingSystemVersion",
-        &d.operating_system_version,
-    );
+    text(&mut fields, "operatingSystemVersion", &d.operating_system_version);
     for (i, v) in d.extension_attributes.iter().enumerate() {
         text(&mut fields, &format!("extensionAttribute{}", i + 1), v);
     }
@@ -816,16 +679,12 @@ fn device_record(d: &DeviceAttributes) -> Result<RestrictedExpression> {
     if let Some(b) = d.is_compliant {
         fields.push(("isCompliant".into(), RestrictedExpression::new_bool(b)));
     }
-    for (k, list) in [
-        ("physicalIds", &d.physical_ids),
-        ("systemLabels", &d.system_labels),
-    ] {
+    for (k, list) in [("physicalIds", &d.physical_ids), ("systemLabels", &d.system_labels)] {
         if let Some(list) = list {
             fields.push((
                 k.into(),
                 RestrictedExpression::new_set(
-                    list.iter()
-                        .map(|v| RestrictedExpression::new_string(v.to_ascii_lowercase())),
+                    list.iter().map(|v| RestrictedExpression::new_string(v.to_ascii_lowercase())),
                 ),
             ));
         }

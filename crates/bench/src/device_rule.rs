@@ -90,11 +90,7 @@ fn property(name: &str) -> Option<(String, Kind)> {
         ("manufacturer", "manufacturer", Kind::Text),
         ("model", "model", Kind::Text),
         ("operatingsystem", "operatingSystem", Kind::Text),
-        (
-            "operatingsystemversion",
-            "operatingSystemVersion",
-            Kind::Text,
-        ),
+        ("operatingsystemversion", "operatingSystemVersion", Kind::Text),
         ("deviceownership", "deviceOwnership", Kind::Text),
         ("iscompliant", "isCompliant", Kind::Bool),
         ("profiletype", "profileType", Kind::Text),
@@ -108,9 +104,7 @@ fn property(name: &str) -> Option<(String, Kind)> {
         return Some(((*key).to_owned(), *kind));
     }
     let n: u8 = lower.strip_prefix("extensionattribute")?.parse().ok()?;
-    (1..=15)
-        .contains(&n)
-        .then(|| (format!("extensionAttribute{n}"), Kind::Text))
+    (1..=15).contains(&n).then(|| (format!("extensionAttribute{n}"), Kind::Text))
 }
 
 /// A Cedar `like` pattern matching `lit` literally, with `*` wildcards where asked.
@@ -216,10 +210,8 @@ impl Parser {
             return Err(format!("expected an operator after `{prop}`").into());
         };
         let op = op.strip_prefix('-').unwrap_or(&op).to_ascii_lowercase();
-        let negated = matches!(
-            op.as_str(),
-            "ne" | "notstartswith" | "notendswith" | "notcontains" | "notin"
-        );
+        let negated =
+            matches!(op.as_str(), "ne" | "notstartswith" | "notendswith" | "notcontains" | "notin");
         let has = format!("context.device has {key}");
         let value = format!("context.device.{key}");
         let positive = match self.next() {
@@ -285,10 +277,7 @@ impl Parser {
 
 /// The Cedar expression that holds exactly when the rule matches the device.
 pub fn translate(rule: &str) -> Result<String> {
-    let mut p = Parser {
-        toks: lex(rule)?,
-        pos: 0,
-    };
+    let mut p = Parser { toks: lex(rule)?, pos: 0 };
     let expr = p.or()?;
     if p.pos != p.toks.len() {
         return Err(format!("unexpected text after the end of `{rule}`").into());

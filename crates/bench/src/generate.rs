@@ -50,11 +50,7 @@ impl Config {
 
     /// The same shape at a tenth of the directory, for the debug-mode differential test.
     pub const fn small() -> Self {
-        Config {
-            groups: 1_000,
-            users: 600,
-            ..Self::full()
-        }
+        Config { groups: 1_000, users: 600, ..Self::full() }
     }
 }
 
@@ -208,11 +204,7 @@ pub fn generate(cfg: &Config) -> Generated {
         collection("applications.json", apps.documents()),
         collection("policies.json", policies),
     ];
-    Generated {
-        files,
-        requests,
-        summary,
-    }
+    Generated { files, requests, summary }
 }
 
 // ---------------------------------------------------------------------------
@@ -324,11 +316,7 @@ impl Directory {
         }
         let mut purpose_group = |name: &str| {
             let id = rng.guid();
-            groups.push(DirGroup {
-                id: id.clone(),
-                name: name.to_owned(),
-                members: Vec::new(),
-            });
+            groups.push(DirGroup { id: id.clone(), name: name.to_owned(), members: Vec::new() });
             (groups.len() - 1, id)
         };
         let (break_glass_idx, break_glass_group) = purpose_group("CA-Exclude-BreakGlass");
@@ -351,19 +339,12 @@ impl Directory {
             };
             users.push(DirUser {
                 id: rng.guid(),
-                name: if i == 0 {
-                    "Bench User".to_owned()
-                } else {
-                    format!("User {i:05}")
-                },
+                name: if i == 0 { "Bench User".to_owned() } else { format!("User {i:05}") },
                 kind,
             });
         }
         let ids = |range: std::ops::Range<usize>| -> Vec<String> {
-            users
-                .get(range)
-                .map(|s| s.iter().map(|u| u.id.clone()).collect())
-                .unwrap_or_default()
+            users.get(range).map(|s| s.iter().map(|u| u.id.clone()).collect()).unwrap_or_default()
         };
         let bench_user = ids(0..1).pop().unwrap_or_default();
         let break_glass_users = ids(1..3);
@@ -617,18 +598,8 @@ impl Locations {
             id
         };
         let hq = ip(rng, "HQ", true, &["203.0.113.0/24", "198.51.100.0/25"]);
-        let vpn = ip(
-            rng,
-            "VPN egress",
-            true,
-            &["100.64.0.0/16", "2001:db8:100::/48"],
-        );
-        let branch = ip(
-            rng,
-            "Branch offices",
-            false,
-            &["192.0.2.0/24", "2001:db8:200::/48"],
-        );
+        let vpn = ip(rng, "VPN egress", true, &["100.64.0.0/16", "2001:db8:100::/48"]);
+        let branch = ip(rng, "Branch offices", false, &["192.0.2.0/24", "2001:db8:200::/48"]);
         ip(rng, "Partner network", false, &["172.16.0.0/12"]);
         let mut country = |rng: &mut Rng, name: &str, codes: &[&str]| {
             let id = rng.guid();
@@ -639,11 +610,8 @@ impl Locations {
             }));
             id
         };
-        let allowed_countries = country(
-            rng,
-            "ALLOWED COUNTRIES",
-            &["NL", "BE", "DE", "FR", "GB", "US", "IE"],
-        );
+        let allowed_countries =
+            country(rng, "ALLOWED COUNTRIES", &["NL", "BE", "DE", "FR", "GB", "US", "IE"]);
         let sanctioned = country(rng, "Sanctioned", &["KP", "IR", "SY", "CU", "RU", "BY"]);
         let eu = country(
             rng,
@@ -684,9 +652,7 @@ const UNTARGETED_APPS: usize = 4;
 
 impl Apps {
     fn generate(rng: &mut Rng) -> Apps {
-        Apps {
-            custom: (0..24).map(|_| rng.guid()).collect(),
-        }
+        Apps { custom: (0..24).map(|_| rng.guid()).collect() }
     }
 
     /// Apps that specific-app policies choose from.
@@ -698,15 +664,8 @@ impl Apps {
             .cloned()
             .collect();
         out.extend(
-            [
-                AZURE_MANAGEMENT,
-                INTUNE,
-                INTUNE_ENROLLMENT,
-                SHAREPOINT,
-                EXCHANGE,
-                TEAMS,
-            ]
-            .map(str::to_owned),
+            [AZURE_MANAGEMENT, INTUNE, INTUNE_ENROLLMENT, SHAREPOINT, EXCHANGE, TEAMS]
+                .map(str::to_owned),
         );
         out
     }
@@ -774,9 +733,7 @@ const MIX: [(Kind, usize); 14] = [
 ];
 
 fn policy_plan() -> Vec<Kind> {
-    MIX.iter()
-        .flat_map(|(k, n)| std::iter::repeat_n(*k, *n))
-        .collect()
+    MIX.iter().flat_map(|(k, n)| std::iter::repeat_n(*k, *n)).collect()
 }
 
 struct Spec {
@@ -801,10 +758,7 @@ struct Users {
 
 impl Users {
     fn all() -> Users {
-        Users {
-            include_users: vec!["All".into()],
-            ..Users::default()
-        }
+        Users { include_users: vec!["All".into()], ..Users::default() }
     }
 
     fn json(self) -> Value {
@@ -944,12 +898,8 @@ impl Ctx<'_> {
             Kind::AdminRoles => {
                 name = "Admins-IdentityProtection-AdminRoles";
                 let k = self.rng.between(5, ADMIN_ROLES.len());
-                let mut roles: Vec<String> = self
-                    .rng
-                    .sample(&ADMIN_ROLES, k)
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect();
+                let mut roles: Vec<String> =
+                    self.rng.sample(&ADMIN_ROLES, k).into_iter().map(str::to_owned).collect();
                 if self.rng.chance(0.5) && !roles.iter().any(|r| r == GLOBAL_ADMINISTRATOR) {
                     roles.push(GLOBAL_ADMINISTRATOR.into());
                 }
@@ -1167,10 +1117,7 @@ impl Ctx<'_> {
                         },
                         apps_owned(
                             &["All".to_owned()],
-                            &[
-                                self.rng.pick(&self.apps.custom).clone(),
-                                "Office365".to_owned(),
-                            ],
+                            &[self.rng.pick(&self.apps.custom).clone(), "Office365".to_owned()],
                         ),
                         grant("OR", &["block"]),
                     ),
@@ -1265,16 +1212,9 @@ impl Ctx<'_> {
                 // Every rule in turn, so each appears in the tenant.
                 let i = self.device_policies % DEVICE_RULES.len();
                 self.device_policies += 1;
-                let mode = if matches!(i, 0 | 1 | 4 | 8) {
-                    "exclude"
-                } else {
-                    "include"
-                };
+                let mode = if matches!(i, 0 | 1 | 4 | 8) { "exclude" } else { "include" };
                 let rule = DEVICE_RULES.get(i).copied().unwrap_or(DEVICE_RULES[0]);
-                c.insert(
-                    "devices".into(),
-                    json!({"deviceFilter": {"mode": mode, "rule": rule}}),
-                );
+                c.insert("devices".into(), json!({"deviceFilter": {"mode": mode, "rule": rule}}));
                 users = if self.rng.chance(0.8) {
                     let mut u = Users::all();
                     u.exclude_groups = self.exclusions(2);
@@ -1454,10 +1394,7 @@ impl Ctx<'_> {
                 } else {
                     "deviceCodeFlow,authenticationTransfer"
                 };
-                c.insert(
-                    "authenticationFlows".into(),
-                    json!({"transferMethods": methods}),
-                );
+                c.insert("authenticationFlows".into(), json!({"transferMethods": methods}));
                 grant_controls = grant("OR", &["block"]);
             }
             Kind::SessionOnly => {
@@ -1481,12 +1418,7 @@ impl Ctx<'_> {
         for key in ["signInRiskLevels", "userRiskLevels"] {
             c.entry(key).or_insert_with(|| json!([]));
         }
-        Spec {
-            name: name.to_owned(),
-            conditions: c,
-            grant: grant_controls,
-            session,
-        }
+        Spec { name: name.to_owned(), conditions: c, grant: grant_controls, session }
     }
 }
 
@@ -1581,15 +1513,11 @@ fn requests(
         (Target::AuthContext, 6),
     ];
     let expand = |mix: &[(Who, usize)]| -> Vec<Who> {
-        mix.iter()
-            .flat_map(|(w, n)| std::iter::repeat_n(*w, *n))
-            .collect()
+        mix.iter().flat_map(|(w, n)| std::iter::repeat_n(*w, *n)).collect()
     };
     let mut whos = expand(&who_mix);
-    let mut targets: Vec<Target> = target_mix
-        .iter()
-        .flat_map(|(t, n)| std::iter::repeat_n(*t, *n))
-        .collect();
+    let mut targets: Vec<Target> =
+        target_mix.iter().flat_map(|(t, n)| std::iter::repeat_n(*t, *n)).collect();
     rng.shuffle(&mut whos);
     rng.shuffle(&mut targets);
     let office: Vec<String> = [SHAREPOINT, EXCHANGE, TEAMS]
@@ -1607,14 +1535,8 @@ fn requests(
     let mut next_guest = 0;
     let mut out = Vec::with_capacity(cfg.requests);
     for i in 0..cfg.requests {
-        let who = whos
-            .get(i % whos.len().max(1))
-            .copied()
-            .unwrap_or(Who::Bench);
-        let target = targets
-            .get(i % targets.len().max(1))
-            .copied()
-            .unwrap_or(Target::Untargeted);
+        let who = whos.get(i % whos.len().max(1)).copied().unwrap_or(Who::Bench);
+        let target = targets.get(i % targets.len().max(1)).copied().unwrap_or(Target::Untargeted);
         let mut identity = json!({"@odata.type": "#microsoft.graph.userSignIn"});
         let mut set = |k: &str, v: Value| {
             if let Value::Object(m) = &mut identity {
@@ -1660,9 +1582,7 @@ fn requests(
             }),
         };
         let (ip, country) = *rng.pick(&WHERE);
-        let risk = [
-            "none", "none", "none", "none", "low", "low", "medium", "high",
-        ];
+        let risk = ["none", "none", "none", "none", "low", "low", "medium", "high"];
         let conditions = json!({
             "devicePlatform": *rng.pick(&["windows", "windows", "windows", "macOS", "iOS", "android", "linux", "unknownFutureValue"]),
             "clientAppType": *rng.pick(&["browser", "browser", "browser", "mobileAppsAndDesktopClients", "mobileAppsAndDesktopClients",

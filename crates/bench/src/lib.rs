@@ -131,27 +131,16 @@ impl Fixture {
         let request = self.cedar_requests.get(i).ok_or("no such request")?;
         let response =
             Authorizer::new().is_authorized(request, &self.cedar.policies, &self.cedar.entities);
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| e.to_string())
-            .collect();
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         if !errors.is_empty() {
             return Err(format!("request {i}: Cedar evaluation errors: {errors:?}").into());
         }
-        Ok(response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect())
+        Ok(response.diagnostics().reason().map(ToString::to_string).collect())
     }
 
     /// Compares the two engines on every request.
     pub fn check_agreement(&self) -> Result<Agreement> {
-        let mut out = Agreement {
-            requests: self.requests.len(),
-            ..Agreement::default()
-        };
+        let mut out = Agreement { requests: self.requests.len(), ..Agreement::default() };
         for i in 0..self.requests.len() {
             let g = self.gatehouse_applying(i)?;
             let c = self.cedar_applying(i)?;
@@ -174,9 +163,10 @@ impl Fixture {
         else {
             return 0;
         };
-        self.cedar.entities.ancestors(&uid).map_or(0, |a| {
-            a.filter(|p| p.type_name().basename() == "Group").count()
-        })
+        self.cedar
+            .entities
+            .ancestors(&uid)
+            .map_or(0, |a| a.filter(|p| p.type_name().basename() == "Group").count())
     }
 
     /// A readable account of a mismatch: the request and the policies concerned.
@@ -186,15 +176,10 @@ impl Fixture {
             format!(
                 "{id} {:?}\n      {}",
                 p.map(|p| p.display_name.as_str()).unwrap_or("?"),
-                p.map(|p| serde_json::Value::Object(p.raw.clone()).to_string())
-                    .unwrap_or_default()
+                p.map(|p| serde_json::Value::Object(p.raw.clone()).to_string()).unwrap_or_default()
             )
         };
-        let mut s = format!(
-            "request {}: {:?}\n",
-            m.request,
-            self.requests.get(m.request)
-        );
+        let mut s = format!("request {}: {:?}\n", m.request, self.requests.get(m.request));
         for id in &m.only_gatehouse {
             s.push_str(&format!("  only Gatehouse applies {}\n", name(id)));
         }
@@ -214,10 +199,7 @@ pub fn auth_state(i: usize) -> AuthState {
         2 => MethodSet::of(&[MethodMode::Fido2]),
         _ => MethodSet::of(&[MethodMode::Password, MethodMode::Sms]),
     };
-    AuthState {
-        methods,
-        ..AuthState::default()
-    }
+    AuthState { methods, ..AuthState::default() }
 }
 
 #[cfg(test)]
@@ -251,10 +233,7 @@ mod tests {
         assert_eq!(f.tenant.policies.len(), POLICY_COUNT);
         assert_eq!(f.snapshot.policy_count(), POLICY_COUNT);
         assert!(f.summary.policies_disabled > 0 && f.summary.policies_report_only > 0);
-        assert_eq!(
-            f.cedar.translated.len(),
-            POLICY_COUNT - f.summary.policies_disabled
-        );
+        assert_eq!(f.cedar.translated.len(), POLICY_COUNT - f.summary.policies_disabled);
         assert_eq!(f.requests.len(), config.requests);
 
         let agreement = f.check_agreement().unwrap();
@@ -270,9 +249,6 @@ mod tests {
         let most = agreement.per_request.iter().max().copied().unwrap_or(0);
         let none = agreement.per_request.iter().filter(|n| **n == 0).count();
         assert!(most >= 10, "busiest request applies only {most} policies");
-        assert!(
-            none >= 1 && none < config.requests / 2,
-            "{none} requests apply nothing"
-        );
+        assert!(none >= 1 && none < config.requests / 2, "{none} requests apply nothing");
     }
 }

@@ -50,10 +50,7 @@ impl Rng {
             let j = i + self.below(idx.len() - i);
             idx.swap(i, j);
         }
-        idx.iter()
-            .take(k)
-            .filter_map(|&i| items.get(i).cloned())
-            .collect()
+        idx.iter().take(k).filter_map(|&i| items.get(i).cloned()).collect()
     }
 
     /// Shuffles in place (Fisher–Yates).

@@ -24,10 +24,7 @@ pub fn read_tenant(path: &Path) -> Result<Vec<SourceFile>, Failure> {
         collect(path, 0, &mut found, &mut seen)?;
         found.sort();
         if found.is_empty() {
-            return Err(Failure::input(format!(
-                "no *.json files under `{}`",
-                path.display()
-            )));
+            return Err(Failure::input(format!("no *.json files under `{}`", path.display())));
         }
     } else if meta.is_file() {
         found.push(path.to_path_buf());
@@ -49,19 +46,11 @@ pub fn read_tenant(path: &Path) -> Result<Vec<SourceFile>, Failure> {
                 )));
             }
             let name = if meta.is_dir() {
-                file.strip_prefix(path)
-                    .unwrap_or(&file)
-                    .display()
-                    .to_string()
+                file.strip_prefix(path).unwrap_or(&file).display().to_string()
             } else {
-                file.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
             };
-            Ok(SourceFile {
-                name,
-                bytes: read_limited(&file)?,
-            })
+            Ok(SourceFile { name, bytes: read_limited(&file)? })
         })
         .collect()
 }
@@ -90,15 +79,9 @@ fn collect(
             .map_err(|e| Failure::input(format!("cannot read `{}`: {e}", path.display())))?;
         if meta.is_dir() {
             collect(&path, depth + 1, out, seen)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-        {
+        } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
             if !meta.is_file() {
-                return Err(Failure::input(format!(
-                    "`{}` is not a regular file",
-                    path.display()
-                )));
+                return Err(Failure::input(format!("`{}` is not a regular file", path.display())));
             }
             let real = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
             if seen.insert(real) {
@@ -148,10 +131,7 @@ pub fn read_request(source: &str) -> Result<Vec<u8>, Failure> {
             .map_err(|e| Failure::input(format!("cannot read request `{source}`: {e}")))?;
     }
     if bytes.len() > limit {
-        return Err(Failure::input(format!(
-            "the request is larger than {} KiB",
-            limit / 1024
-        )));
+        return Err(Failure::input(format!("the request is larger than {} KiB", limit / 1024)));
     }
     Ok(bytes)
 }

@@ -53,10 +53,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn input(message: impl Into<String>) -> Self {
-        Failure {
-            code: 2,
-            lines: vec![message.into()],
-        }
+        Failure { code: 2, lines: vec![message.into()] }
     }
 }
 
@@ -64,9 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Whatif(args) => whatif::run(&args),
-        Command::Policies {
-            command: PoliciesCommand::Check(args),
-        } => policies::check(&args),
+        Command::Policies { command: PoliciesCommand::Check(args) } => policies::check(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -22,12 +22,7 @@ pub struct CheckArgs {
 pub fn check(args: &CheckArgs) -> Result<u8, Failure> {
     let sources = files::read_tenant(&args.tenant)?;
     let (policies, locations, errors, warnings) = match gatehouse_policy::load(&sources) {
-        Ok(l) => (
-            l.tenant.policies.len(),
-            l.tenant.named_locations.len(),
-            Vec::new(),
-            l.warnings,
-        ),
+        Ok(l) => (l.tenant.policies.len(), l.tenant.named_locations.len(), Vec::new(), l.warnings),
         Err(e) => (0, 0, e.errors, e.warnings),
     };
     match args.format {
@@ -54,11 +49,7 @@ pub fn check(args: &CheckArgs) -> Result<u8, Failure> {
                     warnings.len()
                 );
             } else {
-                println!(
-                    "refused: {} errors, {} warnings",
-                    errors.len(),
-                    warnings.len()
-                );
+                println!("refused: {} errors, {} warnings", errors.len(), warnings.len());
             }
         }
     }

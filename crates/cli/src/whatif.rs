@@ -46,29 +46,22 @@ pub fn run(args: &Args) -> Result<u8, Failure> {
     match (&args.request, &args.cases) {
         (Some(source), _) => one(&snapshot, source, args.format),
         (None, Some(path)) => many(&snapshot, path, args.format),
-        (None, None) => Err(Failure::input(
-            "give --request FILE|- or --cases FILE.jsonl",
-        )),
+        (None, None) => Err(Failure::input("give --request FILE|- or --cases FILE.jsonl")),
     }
 }
 
 fn one(snapshot: &Snapshot, source: &str, format: Format) -> Result<u8, Failure> {
     let bytes = files::read_request(source)?;
-    let label = if source == "-" {
-        "request (stdin)".to_owned()
-    } else {
-        format!("request `{source}`")
-    };
-    let value = json::decode_text(&bytes)
-        .and_then(|t| json::parse(&t))
-        .map_err(|e| {
-            let hint = if e.contains("trailing characters") {
-                " (several JSON documents: a file of cases goes to --cases)"
-            } else {
-                ""
-            };
-            Failure::input(format!("{label}: {e}{hint}"))
-        })?;
+    let label =
+        if source == "-" { "request (stdin)".to_owned() } else { format!("request `{source}`") };
+    let value = json::decode_text(&bytes).and_then(|t| json::parse(&t)).map_err(|e| {
+        let hint = if e.contains("trailing characters") {
+            " (several JSON documents: a file of cases goes to --cases)"
+        } else {
+            ""
+        };
+        Failure::input(format!("{label}: {e}{hint}"))
+    })?;
     let request = SignInRequest::from_json(&value)
         .map_err(|e| Failure::input(format!("{label}: {}: {}", e.path, e.message)))?;
     let eval = snapshot.evaluate(&request);
@@ -77,10 +70,7 @@ fn one(snapshot: &Snapshot, source: &str, format: Format) -> Result<u8, Failure>
     }
     match format {
         Format::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&eval.to_graph_json()).unwrap_or_default()
-            )
+            println!("{}", serde_json::to_string_pretty(&eval.to_graph_json()).unwrap_or_default())
         }
         Format::Text => print!("{}", eval.to_text()),
     }
@@ -153,12 +143,7 @@ fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failu
             }
             Format::Text if result.passed() => writeln!(out, "PASS  {}", result.name),
             Format::Text => {
-                writeln!(
-                    out,
-                    "FAIL  {} — {}",
-                    result.name,
-                    result.failures.join("; ")
-                )
+                writeln!(out, "FAIL  {} — {}", result.name, result.failures.join("; "))
             }
         };
         written.map_err(|e| Failure::input(format!("cannot write output: {e}")))?;
@@ -175,9 +160,5 @@ fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failu
 }
 
 fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }

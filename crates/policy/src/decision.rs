@@ -179,12 +179,7 @@ impl AppliedPolicy<'_> {
         if !self.applied() {
             return Vec::new();
         }
-        let block = self
-            .policy
-            .policy
-            .grant
-            .as_ref()
-            .is_some_and(GrantControls::blocks);
+        let block = self.policy.policy.grant.as_ref().is_some_and(GrantControls::blocks);
         block
             .then(|| "Block".to_owned())
             .into_iter()
@@ -234,14 +229,12 @@ impl MergedSession {
         self.cloud_app_security =
             strictest_mcas(self.cloud_app_security.take(), s.cloud_app_security.clone());
         self.disable_resilience_defaults |= s.disable_resilience_defaults;
-        self.continuous_access_evaluation = match (
-            self.continuous_access_evaluation.take(),
-            &s.continuous_access_evaluation,
-        ) {
-            // `strictEnforcement`/`strictLocation` beat `disabled`.
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case("disabled") => Some(b.clone()),
-            (a, b) => a.or_else(|| b.clone()),
-        };
+        self.continuous_access_evaluation =
+            match (self.continuous_access_evaluation.take(), &s.continuous_access_evaluation) {
+                // `strictEnforcement`/`strictLocation` beat `disabled`.
+                (Some(a), Some(b)) if a.eq_ignore_ascii_case("disabled") => Some(b.clone()),
+                (a, b) => a.or_else(|| b.clone()),
+            };
         self.secure_sign_in_session |= s.secure_sign_in_session;
     }
 }
@@ -290,24 +283,18 @@ impl<'s> Decision<'s> {
     /// Every policy's sign-in-log entry, in tenant order.
     pub fn policies(&self) -> impl Iterator<Item = AppliedPolicy<'s>> + '_ {
         let snapshot = self.snapshot;
-        snapshot
-            .policies
-            .iter()
-            .zip(&self.results)
-            .map(|(cp, r)| AppliedPolicy {
-                id: &cp.policy.id,
-                display_name: &cp.policy.display_name,
-                result: *r,
-                policy: cp,
-            })
+        snapshot.policies.iter().zip(&self.results).map(|(cp, r)| AppliedPolicy {
+            id: &cp.policy.id,
+            display_name: &cp.policy.display_name,
+            result: *r,
+            policy: cp,
+        })
     }
 
     /// Graph `signIn.conditionalAccessStatus`.
     pub fn conditional_access_status(&self) -> &'static str {
-        let any_enforced = self
-            .results
-            .iter()
-            .any(|r| matches!(r, SignInResult::Success | SignInResult::Failure));
+        let any_enforced =
+            self.results.iter().any(|r| matches!(r, SignInResult::Success | SignInResult::Failure));
         match &self.outcome {
             Outcome::Blocked { .. } | Outcome::ActionRequired { .. } => "failure",
             Outcome::Granted if any_enforced => "success",
@@ -338,19 +325,17 @@ impl<'s> Evaluation<'s> {
             match c {
                 Control::Mfa => snapshot.mfa_strength.is_satisfied_by(auth.methods),
                 // Resolved when the snapshot was compiled; an unknown strength is never met.
-                Control::AuthenticationStrength { .. } => cp
-                    .strength
-                    .iter()
-                    .any(|combo| auth.methods.contains_all(*combo)),
+                Control::AuthenticationStrength { .. } => {
+                    cp.strength.iter().any(|combo| auth.methods.contains_all(*combo))
+                }
                 Control::CompliantDevice => self.device_compliant,
                 Control::DomainJoinedDevice => self.device_domain_joined,
                 Control::ApprovedApplication => auth.approved_client_app,
                 Control::CompliantApplication => auth.app_protection_policy,
                 Control::PasswordChange | Control::RiskRemediation => auth.password_changed,
-                Control::TermsOfUse(id) => auth
-                    .accepted_terms_of_use
-                    .iter()
-                    .any(|t| t.eq_ignore_ascii_case(id)),
+                Control::TermsOfUse(id) => {
+                    auth.accepted_terms_of_use.iter().any(|t| t.eq_ignore_ascii_case(id))
+                }
                 Control::CompliantNetwork | Control::CustomFactor(_) | Control::Unknown(_) => false,
             }
         };
@@ -424,11 +409,7 @@ impl<'s> Evaluation<'s> {
                     GrantOperator::Or => controls.iter().collect(),
                     GrantOperator::And => unmet().collect(),
                 };
-                requirements.push(Requirement {
-                    policy_id: &p.id,
-                    operator,
-                    unmet,
-                });
+                requirements.push(Requirement { policy_id: &p.id, operator, unmet });
             }
             if let Some(s) = &p.session {
                 session.absorb(s);
@@ -436,22 +417,14 @@ impl<'s> Evaluation<'s> {
         }
 
         let outcome = if !blocked_by.is_empty() {
-            Outcome::Blocked {
-                policies: blocked_by,
-            }
+            Outcome::Blocked { policies: blocked_by }
         } else if !requirements.is_empty() {
             requirements.sort_by_key(|r| r.unmet.iter().map(|c| c.rank()).min().unwrap_or(u8::MAX));
             Outcome::ActionRequired { requirements }
         } else {
             Outcome::Granted
         };
-        Decision {
-            outcome,
-            session,
-            results,
-            undetermined,
-            snapshot,
-        }
+        Decision { outcome, session, results, undetermined, snapshot }
     }
 }
 
@@ -480,13 +453,8 @@ pub(crate) fn controls_of(
         });
     }
     if let Some(r) = &g.authentication_strength {
-        let display_name = strength
-            .map(|s| s.display_name.clone())
-            .unwrap_or_else(|| r.id.clone());
-        out.push(Control::AuthenticationStrength {
-            id: r.id.clone(),
-            display_name,
-        });
+        let display_name = strength.map(|s| s.display_name.clone()).unwrap_or_else(|| r.id.clone());
+        out.push(Control::AuthenticationStrength { id: r.id.clone(), display_name });
     }
     out.extend(g.terms_of_use.iter().cloned().map(Control::TermsOfUse));
     out.extend(g.custom_factors.iter().cloned().map(Control::CustomFactor));

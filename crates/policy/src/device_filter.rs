@@ -73,11 +73,7 @@ impl DeviceFilterRule {
         if tokens.is_empty() {
             return Err(error(0, "rule is empty"));
         }
-        let mut parser = Parser {
-            tokens: &tokens,
-            pos: 0,
-            end: chars,
-        };
+        let mut parser = Parser { tokens: &tokens, pos: 0, end: chars };
         let expr = parser.or_expr(0)?;
         if let Some(token) = parser.peek() {
             let message = match token.tok {
@@ -86,10 +82,7 @@ impl DeviceFilterRule {
             };
             return Err(error(token.at, message));
         }
-        Ok(Self {
-            source: rule.to_owned(),
-            expr,
-        })
+        Ok(Self { source: rule.to_owned(), expr })
     }
 
     /// True when the rule holds for this device.
@@ -123,10 +116,7 @@ impl fmt::Display for DeviceFilterError {
 impl std::error::Error for DeviceFilterError {}
 
 fn error(offset: usize, message: impl Into<String>) -> DeviceFilterError {
-    DeviceFilterError {
-        offset,
-        message: message.into(),
-    }
+    DeviceFilterError { offset, message: message.into() }
 }
 
 // ---------------------------------------------------------------------------
@@ -191,9 +181,8 @@ const EXTENSION_ATTRIBUTE: &str = "extensionAttribute";
 impl Property {
     /// Looks up the part after `device.`, ignoring ASCII case.
     fn lookup(name: &str) -> Option<Self> {
-        if let Some(&(_, property)) = NAMED_PROPERTIES
-            .iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        if let Some(&(_, property)) =
+            NAMED_PROPERTIES.iter().find(|(known, _)| known.eq_ignore_ascii_case(name))
         {
             return Some(property);
         }
@@ -320,23 +309,12 @@ const OPERATORS: [(&str, Op); 10] = [
 
 /// Operators of the dynamic-group language that device filters lack; named
 /// in the error so the author knows the rule is valid elsewhere.
-const UNSUPPORTED_OPERATORS: [&str; 8] = [
-    "-match",
-    "-notMatch",
-    "-le",
-    "-ge",
-    "-lt",
-    "-gt",
-    "-any",
-    "-all",
-];
+const UNSUPPORTED_OPERATORS: [&str; 8] =
+    ["-match", "-notMatch", "-le", "-ge", "-lt", "-gt", "-any", "-all"];
 
 impl Op {
     fn name(self) -> &'static str {
-        OPERATORS
-            .iter()
-            .find(|(_, op)| *op == self)
-            .map_or("?", |(name, _)| name)
+        OPERATORS.iter().find(|(_, op)| *op == self).map_or("?", |(name, _)| name)
     }
 
     /// Negative operators are true on null and otherwise invert their
@@ -395,10 +373,7 @@ fn allowed_list(kind: Kind) -> String {
 // UTF-8 haystack at character boundaries.
 
 fn starts_with_ci(value: &str, lit: &str) -> bool {
-    value
-        .as_bytes()
-        .get(..lit.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(lit.as_bytes()))
+    value.as_bytes().get(..lit.len()).is_some_and(|head| head.eq_ignore_ascii_case(lit.as_bytes()))
 }
 
 fn ends_with_ci(value: &str, lit: &str) -> bool {
@@ -470,10 +445,7 @@ impl Comparison {
                     .property
                     .collection(device)
                     .map(|items| items.iter().any(|item| item.eq_ignore_ascii_case(lit))),
-                _ => self
-                    .property
-                    .text(device)
-                    .map(|value| self.op.test_text(value, lit)),
+                _ => self.property.text(device).map(|value| self.op.test_text(value, lit)),
             },
             Operand::List(lits) => self
                 .property
@@ -573,10 +545,7 @@ fn lex(src: &str) -> Result<Vec<Token>, DeviceFilterError> {
                 Tok::Word(word)
             }
             other => {
-                return Err(error(
-                    at,
-                    format!("unexpected character '{}'", other.escape_debug()),
-                ));
+                return Err(error(at, format!("unexpected character '{}'", other.escape_debug())));
             }
         };
         tokens.push(Token { tok, at });
@@ -613,10 +582,7 @@ impl<'a> Parser<'a> {
     }
 
     fn too_deep(at: usize) -> DeviceFilterError {
-        error(
-            at,
-            format!("rule is nested too deeply (more than {MAX_DEPTH} levels)"),
-        )
+        error(at, format!("rule is nested too deeply (more than {MAX_DEPTH} levels)"))
     }
 
     /// `and_expr (-or and_expr)*`
@@ -650,10 +616,7 @@ impl<'a> Parser<'a> {
     /// `-not not_expr | '(' or_expr ')' | comparison`
     fn not_expr(&mut self, depth: usize) -> Result<Expr, DeviceFilterError> {
         let Some(token) = self.peek() else {
-            return Err(error(
-                self.end,
-                "unexpected end of rule, expected a condition",
-            ));
+            return Err(error(self.end, "unexpected end of rule, expected a condition"));
         };
         if self.at_keyword("not") {
             if depth >= MAX_DEPTH {
@@ -670,17 +633,11 @@ impl<'a> Parser<'a> {
             self.bump();
             let inner = self.or_expr(depth + 1)?;
             return match self.bump() {
-                Some(Token {
-                    tok: Tok::RParen, ..
-                }) => Ok(inner),
-                Some(other) => Err(error(
-                    other.at,
-                    format!("expected ')' or -and/-or, found {}", other.tok),
-                )),
-                None => Err(error(
-                    token.at,
-                    "unbalanced parentheses: this '(' is never closed",
-                )),
+                Some(Token { tok: Tok::RParen, .. }) => Ok(inner),
+                Some(other) => {
+                    Err(error(other.at, format!("expected ')' or -and/-or, found {}", other.tok)))
+                }
+                None => Err(error(token.at, "unbalanced parentheses: this '(' is never closed")),
             };
         }
         self.comparison().map(Expr::Compare)
@@ -702,20 +659,13 @@ impl<'a> Parser<'a> {
             ));
         }
         let operand = self.operand(property, op)?;
-        Ok(Comparison {
-            property,
-            op,
-            operand,
-        })
+        Ok(Comparison { property, op, operand })
     }
 
     fn property(&mut self) -> Result<Property, DeviceFilterError> {
         const EXPECTED: &str = "expected a device property like device.trustType";
         let Some(token) = self.bump() else {
-            return Err(error(
-                self.end,
-                format!("unexpected end of rule, {EXPECTED}"),
-            ));
+            return Err(error(self.end, format!("unexpected end of rule, {EXPECTED}")));
         };
         let Tok::Word(word) = &token.tok else {
             return Err(error(token.at, format!("{EXPECTED}, found {}", token.tok)));
@@ -749,35 +699,27 @@ impl<'a> Parser<'a> {
                 ));
             }
         };
-        if let Some(&(_, op)) = OPERATORS
-            .iter()
-            .find(|(name, _)| bare(name).eq_ignore_ascii_case(word))
+        if let Some(&(_, op)) =
+            OPERATORS.iter().find(|(name, _)| bare(name).eq_ignore_ascii_case(word))
         {
             return Ok((op, token.at));
         }
-        if let Some(name) = UNSUPPORTED_OPERATORS
-            .iter()
-            .find(|name| bare(name).eq_ignore_ascii_case(word))
+        if let Some(name) =
+            UNSUPPORTED_OPERATORS.iter().find(|name| bare(name).eq_ignore_ascii_case(word))
         {
             return Err(error(
                 token.at,
                 format!("operator {name} is not supported in device filters"),
             ));
         }
-        Err(error(
-            token.at,
-            format!("unknown operator '{word}' after {property}"),
-        ))
+        Err(error(token.at, format!("unknown operator '{word}' after {property}")))
     }
 
     fn operand(&mut self, property: Property, op: Op) -> Result<Operand, DeviceFilterError> {
         let Some(token) = self.bump() else {
             return Err(error(
                 self.end,
-                format!(
-                    "unexpected end of rule, expected a value after {}",
-                    op.name()
-                ),
+                format!("unexpected end of rule, expected a value after {}", op.name()),
             ));
         };
         let is_list_op = matches!(op, Op::In | Op::NotIn);
@@ -805,20 +747,14 @@ impl<'a> Parser<'a> {
             }
             Tok::Word(word) | Tok::Str(word) if is_bool => {
                 parse_bool(word).map(Operand::Bool).ok_or_else(|| {
-                    error(
-                        token.at,
-                        format!("{property} must be compared with true or false"),
-                    )
+                    error(token.at, format!("{property} must be compared with true or false"))
                 })
             }
             Tok::Str(text) => Ok(Operand::Text(text.to_ascii_lowercase())),
             Tok::LBracket => Err(error(token.at, "a list is only allowed with -in or -notIn")),
             other => Err(error(
                 token.at,
-                format!(
-                    "expected a quoted string after {}, found {other}",
-                    op.name()
-                ),
+                format!("expected a quoted string after {}, found {other}", op.name()),
             )),
         }
     }
@@ -826,19 +762,13 @@ impl<'a> Parser<'a> {
     /// After `[`: `"a", "b", …]`. An empty list is accepted; it matches nothing.
     fn list(&mut self, open_at: usize) -> Result<Vec<String>, DeviceFilterError> {
         let mut items = Vec::new();
-        if let Some(Token {
-            tok: Tok::RBracket, ..
-        }) = self.peek()
-        {
+        if let Some(Token { tok: Tok::RBracket, .. }) = self.peek() {
             self.bump();
             return Ok(items);
         }
         loop {
             match self.bump() {
-                Some(Token {
-                    tok: Tok::Str(text),
-                    ..
-                }) => items.push(text.to_ascii_lowercase()),
+                Some(Token { tok: Tok::Str(text), .. }) => items.push(text.to_ascii_lowercase()),
                 Some(other) => {
                     return Err(error(
                         other.at,
@@ -848,12 +778,8 @@ impl<'a> Parser<'a> {
                 None => return Err(error(open_at, "unterminated list: missing ']'")),
             }
             match self.bump() {
-                Some(Token {
-                    tok: Tok::Comma, ..
-                }) => {}
-                Some(Token {
-                    tok: Tok::RBracket, ..
-                }) => return Ok(items),
+                Some(Token { tok: Tok::Comma, .. }) => {}
+                Some(Token { tok: Tok::RBracket, .. }) => return Ok(items),
                 Some(other) => {
                     return Err(error(
                         other.at,
@@ -901,10 +827,7 @@ mod tests {
             device_ownership: Some("Company".to_owned()),
             is_compliant: Some(true),
             mdm_app_id: Some("0000000a-0000-0000-c000-000000000000".to_owned()),
-            physical_ids: Some(vec![
-                "[ZTDId]:abc".to_owned(),
-                "[OrderId]:Order-7".to_owned(),
-            ]),
+            physical_ids: Some(vec!["[ZTDId]:abc".to_owned(), "[OrderId]:Order-7".to_owned()]),
             system_labels: Some(vec!["AzureResource".to_owned()]),
             profile_type: Some("RegisteredDevice".to_owned()),
             trust_type: Some("ServerAD".to_owned()),
@@ -952,10 +875,7 @@ mod tests {
         assert!(!check(r#"device.displayName -notStartsWith "CONTOSO""#, &d));
         assert!(check(r#"device.displayName -notStartsWith "Fabrikam""#, &d));
         // Longer than the value: no match, no panic.
-        assert!(!check(
-            r#"device.model -startsWith "Surface Laptop 5 and more""#,
-            &d
-        ));
+        assert!(!check(r#"device.model -startsWith "Surface Laptop 5 and more""#, &d));
     }
 
     #[test]
@@ -963,10 +883,7 @@ mod tests {
         let d = windows();
         assert!(check(r#"device.displayName -endsWith "-042""#, &d));
         assert!(!check(r#"device.displayName -endsWith "043""#, &d));
-        assert!(!check(
-            r#"device.displayName -notEndsWith "LAPTOP-042""#,
-            &d
-        ));
+        assert!(!check(r#"device.displayName -notEndsWith "LAPTOP-042""#, &d));
         assert!(check(r#"device.displayName -notEndsWith "043""#, &d));
         assert!(!check(r#"device.model -endsWith "A Surface Laptop 5""#, &d));
     }
@@ -985,20 +902,11 @@ mod tests {
     fn in_and_not_in() {
         let d = windows();
         let versions = r#"["10.0.19045", "10.0.22631"]"#;
-        assert!(check(
-            &format!("device.operatingSystemVersion -in {versions}"),
-            &d
-        ));
-        assert!(!check(
-            &format!("device.operatingSystemVersion -notIn {versions}"),
-            &d
-        ));
+        assert!(check(&format!("device.operatingSystemVersion -in {versions}"), &d));
+        assert!(!check(&format!("device.operatingSystemVersion -notIn {versions}"), &d));
         assert!(!check(r#"device.mdmAppId -in ["x", "y"]"#, &d));
         assert!(check(r#"device.mdmAppId -notIn ["x"]"#, &d));
-        assert!(check(
-            r#"device.deviceId -in ["aaaaaaaa-0000-1111-2222-bbbbbbbbbbbb"]"#,
-            &d
-        ));
+        assert!(check(r#"device.deviceId -in ["aaaaaaaa-0000-1111-2222-bbbbbbbbbbbb"]"#, &d));
         assert!(!check("device.deviceId -in []", &d));
         assert!(check("device.deviceId -notIn []", &d));
     }
@@ -1007,10 +915,7 @@ mod tests {
     fn every_property_is_readable() {
         let d = windows();
         for (text, expected) in [
-            (
-                r#"device.deviceId -eq "aaaaaaaa-0000-1111-2222-bbbbbbbbbbbb""#,
-                true,
-            ),
+            (r#"device.deviceId -eq "aaaaaaaa-0000-1111-2222-bbbbbbbbbbbb""#, true),
             (r#"device.displayName -eq "contoso-laptop-042""#, true),
             (r#"device.enrollmentProfileName -eq "Autopilot Corp""#, true),
             (r#"device.manufacturer -startsWith "Microsoft""#, true),
@@ -1022,10 +927,7 @@ mod tests {
             (r#"device.extensionAttribute15 -eq "Tier0""#, true),
             (r#"device.deviceOwnership -eq "Company""#, true),
             (r#"device.isCompliant -eq true"#, true),
-            (
-                r#"device.mdmAppId -eq "0000000A-0000-0000-C000-000000000000""#,
-                true,
-            ),
+            (r#"device.mdmAppId -eq "0000000A-0000-0000-C000-000000000000""#, true),
             (r#"device.physicalIds -contains "[OrderId]:Order-7""#, true),
             (r#"device.systemLabels -contains "AzureResource""#, true),
             (r#"device.profileType -eq "RegisteredDevice""#, true),
@@ -1056,10 +958,7 @@ mod tests {
         assert!(!check(r#"device.deviceId -in ["x"]"#, &d));
         assert!(check(r#"device.deviceId -notIn ["x"]"#, &d));
         assert!(!check(r#"device.physicalIds -contains "[ZTDId]:abc""#, &d));
-        assert!(check(
-            r#"device.physicalIds -notContains "[ZTDId]:abc""#,
-            &d
-        ));
+        assert!(check(r#"device.physicalIds -notContains "[ZTDId]:abc""#, &d));
         assert!(!check("device.isCompliant -eq true", &d));
         assert!(!check("device.isCompliant -eq false", &d));
         assert!(check("device.isCompliant -ne true", &d));
@@ -1143,14 +1042,8 @@ mod tests {
     #[test]
     fn hyphen_is_optional_and_keywords_ignore_case() {
         let d = windows();
-        assert!(check(
-            r#"device.trustType eq "ServerAD" and not device.model EQ "x""#,
-            &d
-        ));
-        assert!(check(
-            r#"device.model -EQ "x" -OR device.trustType -Eq "serverad""#,
-            &d
-        ));
+        assert!(check(r#"device.trustType eq "ServerAD" and not device.model EQ "x""#, &d));
+        assert!(check(r#"device.model -EQ "x" -OR device.trustType -Eq "serverad""#, &d));
         assert!(check(r#"device.displayName STARTSWITH "contoso""#, &d));
         assert!(check(r#"device.deviceId NOTIN ["x"]"#, &d));
         assert!(check(r#"device.displayName-startsWith"CONTOSO""#, &d));
@@ -1162,10 +1055,7 @@ mod tests {
         assert!(check(r#"device.TRUSTTYPE -eq "serverad""#, &d));
         assert!(check(r#"Device.trusttype -eq "SERVERAD""#, &d));
         assert!(check(r#"device.ExtensionAttribute1 -eq "saw""#, &d));
-        assert!(check(
-            r#"device.devicePhysicalIDs -contains "[ztdid]:ABC""#,
-            &d
-        ));
+        assert!(check(r#"device.devicePhysicalIDs -contains "[ztdid]:ABC""#, &d));
     }
 
     #[test]
@@ -1189,10 +1079,7 @@ mod tests {
         assert!(!check(r#"device.physicalIds -contains "[ZTDId]""#, &d));
         assert!(!check(r#"device.physicalIds -contains "abc""#, &d));
         assert!(check(r#"device.physicalIds -notContains "[ZTDId]""#, &d));
-        assert!(!check(
-            r#"device.physicalIds -notContains "[ZTDId]:abc""#,
-            &d
-        ));
+        assert!(!check(r#"device.physicalIds -notContains "[ZTDId]:abc""#, &d));
         let mut empty = windows();
         empty.system_labels = Some(Vec::new());
         assert!(!check(r#"device.systemLabels -contains "x""#, &empty));
@@ -1302,10 +1189,7 @@ mod tests {
             r#"device.systemLabels -in ["x"]"#,
         ] {
             let e = parse_err(text);
-            assert!(
-                e.message.contains("is not allowed for device."),
-                "{text}: {e}"
-            );
+            assert!(e.message.contains("is not allowed for device."), "{text}: {e}");
         }
         let e = parse_err(
             r#"device.extensionAttribute7 -contains "a" -and device.deviceOwnership -endsWith "y""#,
@@ -1316,16 +1200,10 @@ mod tests {
     #[test]
     fn unsupported_and_unknown_operators() {
         let e = parse_err(r#"device.displayName -match "^abc""#);
-        assert_eq!(
-            e.message,
-            "operator -match is not supported in device filters"
-        );
+        assert_eq!(e.message, "operator -match is not supported in device filters");
         assert_eq!(e.offset, 19);
         let e = parse_err(r#"device.displayName notmatch "abc""#);
-        assert_eq!(
-            e.message,
-            "operator -notMatch is not supported in device filters"
-        );
+        assert_eq!(e.message, "operator -notMatch is not supported in device filters");
         let e = parse_err(r#"device.displayName -like "abc""#);
         assert!(e.message.contains("unknown operator"), "{e}");
     }
@@ -1338,21 +1216,12 @@ mod tests {
             ("device.model -eq true", "expected a quoted string"),
             ("device.model -eq Surface", "expected a quoted string"),
             (r#"device.model -startsWith null"#, "null can only be used"),
-            (
-                r#"device.physicalIds -contains null"#,
-                "null can only be used",
-            ),
+            (r#"device.physicalIds -contains null"#, "null can only be used"),
             (r#"device.model -in "x""#, "expects a list"),
             (r#"device.model -eq ["x"]"#, "only allowed with -in"),
-            (
-                r#"device.model -in ["x",]"#,
-                "expected a quoted string in the list",
-            ),
+            (r#"device.model -in ["x",]"#, "expected a quoted string in the list"),
             (r#"device.model -in ["x" "y"]"#, "expected ',' or ']'"),
-            (
-                r#"device.model -in [null]"#,
-                "expected a quoted string in the list",
-            ),
+            (r#"device.model -in [null]"#, "expected a quoted string in the list"),
             (r#"device.model -in ["x""#, "unterminated list"),
             ("device.model -eq", "expected a value"),
             ("device.model", "expected an operator"),

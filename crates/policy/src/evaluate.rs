@@ -120,11 +120,7 @@ pub const CHECK_INPUTS: [&str; 12] = [
 
 impl Applicability {
     const fn no(reason: Reason) -> Self {
-        Applicability {
-            applies: Tri::No,
-            reason,
-            missing: 0,
-        }
+        Applicability { applies: Tri::No, reason, missing: 0 }
     }
 
     /// The inputs the request would have to supply to decide this policy.
@@ -195,16 +191,9 @@ impl Snapshot {
     pub fn evaluate(&self, request: &SignInRequest) -> Evaluation<'_> {
         let mut notices = Vec::new();
         let subject = match &request.identity {
-            Identity::User {
-                user_id,
-                external_tenant_id,
-                external_user_type,
-            } => {
-                let index = self
-                    .user_index
-                    .get(user_id)
-                    .or_else(|| self.upn_index.get(user_id))
-                    .copied();
+            Identity::User { user_id, external_tenant_id, external_user_type } => {
+                let index =
+                    self.user_index.get(user_id).or_else(|| self.upn_index.get(user_id)).copied();
                 let facts = index.and_then(|i| self.users.get(i as usize));
                 if facts.is_none() {
                     notices.push(Notice::UnknownUser(user_id.clone()));
@@ -240,10 +229,7 @@ impl Snapshot {
         let locations = LocationFacts::new(self, &request.conditions);
         // Requested apps as interned ids (`None`: no policy names the app), resolved once.
         let app_ids: Vec<Option<u32>> = match &request.target {
-            Target::Apps(apps) => apps
-                .iter()
-                .map(|a| self.app_index.get(a).copied())
-                .collect(),
+            Target::Apps(apps) => apps.iter().map(|a| self.app_index.get(a).copied()).collect(),
             _ => Vec::new(),
         };
 
@@ -271,11 +257,8 @@ impl Snapshot {
         match &request.target {
             Target::Apps(apps) if apps.len() == 1 => {
                 self.index.all_apps.iter().copied().for_each(&mut run);
-                if let Some(list) = app_ids
-                    .first()
-                    .copied()
-                    .flatten()
-                    .and_then(|a| self.index.by_app.get(&a))
+                if let Some(list) =
+                    app_ids.first().copied().flatten().and_then(|a| self.index.by_app.get(&a))
                 {
                     list.iter().copied().for_each(&mut run);
                 }
@@ -333,11 +316,7 @@ impl Snapshot {
                 }
             };
         }
-        check!(
-            0,
-            target_reason(&req.target),
-            target_matches(cp, &req.target, apps)
-        );
+        check!(0, target_reason(&req.target), target_matches(cp, &req.target, apps));
         check!(1, identity_reason(subject), identity_matches(cp, subject));
         check!(
             2,
@@ -347,52 +326,24 @@ impl Snapshot {
         if let Some(l) = &cp.locations {
             check!(3, Reason::Location, locations.matches(self, l));
         }
-        check!(
-            4,
-            Reason::ClientApps,
-            client_app_matches(&c.client_app_types, s.client_app_type)
-        );
+        check!(4, Reason::ClientApps, client_app_matches(&c.client_app_types, s.client_app_type));
         check!(5, Reason::Devices, devices_match(c.devices.as_ref(), s));
-        check!(
-            6,
-            Reason::SignInRisk,
-            level_matches(&c.sign_in_risk_levels, s.sign_in_risk)
-        );
-        check!(
-            7,
-            Reason::UserRisk,
-            level_matches(&c.user_risk_levels, s.user_risk)
-        );
+        check!(6, Reason::SignInRisk, level_matches(&c.sign_in_risk_levels, s.sign_in_risk));
+        check!(7, Reason::UserRisk, level_matches(&c.user_risk_levels, s.user_risk));
         check!(
             8,
             Reason::WorkloadIdentities,
             level_matches(&c.service_principal_risk_levels, s.service_principal_risk)
         );
-        check!(
-            9,
-            Reason::InsiderRisk,
-            level_matches(&c.insider_risk_levels, s.insider_risk)
-        );
-        check!(
-            10,
-            Reason::AuthenticationFlow,
-            flow_matches(&c.authentication_flows, s)
-        );
+        check!(9, Reason::InsiderRisk, level_matches(&c.insider_risk_levels, s.insider_risk));
+        check!(10, Reason::AuthenticationFlow, flow_matches(&c.authentication_flows, s));
         if !c.undecidable.is_empty() {
             missing |= 1 << 11;
         }
         if missing != 0 {
-            Applicability {
-                applies: Tri::Unknown,
-                reason: Reason::NotEnoughInformation,
-                missing,
-            }
+            Applicability { applies: Tri::Unknown, reason: Reason::NotEnoughInformation, missing }
         } else {
-            Applicability {
-                applies: Tri::Yes,
-                reason: Reason::NotSet,
-                missing,
-            }
+            Applicability { applies: Tri::Yes, reason: Reason::NotSet, missing }
         }
     }
 }
@@ -429,13 +380,7 @@ fn target_matches(cp: &CompiledPolicy, target: &Target, apps: &[Option<u32>]) ->
 
 fn identity_matches(cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri {
     match subject {
-        Subject::User {
-            index,
-            guest,
-            tenant,
-            groups,
-            roles,
-        } => match &cp.users {
+        Subject::User { index, guest, tenant, groups, roles } => match &cp.users {
             None => Tri::No,
             Some(u) => users_match(u, *index, *guest, *tenant, groups, roles),
         },
@@ -445,10 +390,8 @@ fn identity_matches(cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri {
                 let listed = |list: &[String]| list.iter().any(|x| ids.contains(x));
                 // Every service principal Gatehouse evaluates is registered in this tenant, so
                 // `ServicePrincipalsInMyTenant` covers it like `All`.
-                let everyone = c
-                    .include
-                    .iter()
-                    .any(|x| x == "all" || x == "serviceprincipalsinmytenant");
+                let everyone =
+                    c.include.iter().any(|x| x == "all" || x == "serviceprincipalsinmytenant");
                 Tri::from_bool((everyone || listed(&c.include)) && !listed(&c.exclude))
             }
         },
@@ -547,10 +490,9 @@ fn devices_match(d: Option<&DevicesCondition>, s: &SignInConditions) -> Tri {
         let state = |name: &str| match name.to_ascii_lowercase().as_str() {
             "all" => true,
             "compliant" => device.is_compliant == Some(true),
-            "domainjoined" => device
-                .trust_type
-                .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case("ServerAD")),
+            "domainjoined" => {
+                device.trust_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("ServerAD"))
+            }
             _ => false,
         };
         let included = d.include_states.is_empty() || d.include_states.iter().any(|n| state(n));
@@ -613,10 +555,7 @@ impl<'r> LocationFacts<'r> {
                 Some(ip) => Tri::from_bool(ip_in(ranges, ip)),
                 None => Tri::Unknown,
             },
-            LocationKind::Country {
-                countries,
-                include_unknown,
-            } => match &self.country {
+            LocationKind::Country { countries, include_unknown } => match &self.country {
                 Some(Some(c)) => Tri::from_bool(countries.iter().any(|x| x == c)),
                 Some(None) => Tri::from_bool(*include_unknown),
                 None => Tri::Unknown,
@@ -654,27 +593,17 @@ impl<'s> Evaluation<'s> {
 
     /// Policies with their applicability, in tenant order.
     pub fn policies(&self) -> impl Iterator<Item = (&'s Policy, Applicability)> + '_ {
-        self.snapshot
-            .policies
-            .iter()
-            .map(|p| &p.policy)
-            .zip(self.results.iter().copied())
+        self.snapshot.policies.iter().map(|p| &p.policy).zip(self.results.iter().copied())
     }
 
     pub(crate) fn compiled(
         &self,
     ) -> impl Iterator<Item = (&'s CompiledPolicy, Applicability)> + '_ {
-        self.snapshot
-            .policies
-            .iter()
-            .zip(self.results.iter().copied())
+        self.snapshot.policies.iter().zip(self.results.iter().copied())
     }
 
     /// Ids of policies whose `policyApplies` is true (enabled and report-only).
     pub fn applying_ids(&self) -> Vec<&'s str> {
-        self.policies()
-            .filter(|(_, a)| a.applies == Tri::Yes)
-            .map(|(p, _)| p.id.as_str())
-            .collect()
+        self.policies().filter(|(_, a)| a.applies == Tri::Yes).map(|(p, _)| p.id.as_str()).collect()
     }
 }

@@ -16,11 +16,7 @@ impl JsonPath {
     }
 
     pub fn key(&self, key: &str) -> Self {
-        if self.0.is_empty() {
-            Self(key.to_owned())
-        } else {
-            Self(format!("{}.{key}", self.0))
-        }
+        if self.0.is_empty() { Self(key.to_owned()) } else { Self(format!("{}.{key}", self.0)) }
     }
 
     pub fn index(&self, i: usize) -> Self {
@@ -28,11 +24,7 @@ impl JsonPath {
     }
 
     pub fn as_str(&self) -> &str {
-        if self.0.is_empty() {
-            "(document)"
-        } else {
-            &self.0
-        }
+        if self.0.is_empty() { "(document)" } else { &self.0 }
     }
 }
 
@@ -51,10 +43,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: &JsonPath, message: impl Into<String>) -> Self {
-        Self {
-            path: path.clone(),
-            message: message.into(),
-        }
+        Self { path: path.clone(), message: message.into() }
     }
 }
 
@@ -88,12 +77,9 @@ fn utf16(bytes: &[u8], decode: fn([u8; 2]) -> u16) -> Result<String, String> {
     if !bytes.len().is_multiple_of(2) {
         return Err("UTF-16 text with an odd number of bytes".into());
     }
-    let units = bytes.chunks_exact(2).map(|c| {
-        decode([
-            c.first().copied().unwrap_or(0),
-            c.get(1).copied().unwrap_or(0),
-        ])
-    });
+    let units = bytes
+        .chunks_exact(2)
+        .map(|c| decode([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]));
     char::decode_utf16(units)
         .collect::<Result<String, _>>()
         .map_err(|_| "not valid UTF-16".to_owned())
@@ -192,8 +178,7 @@ impl<'a> Obj<'a> {
     }
 
     pub fn required_string(&self, key: &str) -> FieldResult<&'a str> {
-        self.string(key)?
-            .ok_or_else(|| FieldError::new(&self.path.key(key), "is required"))
+        self.string(key)?.ok_or_else(|| FieldError::new(&self.path.key(key), "is required"))
     }
 
     pub fn bool(&self, key: &str) -> FieldResult<Option<bool>> {
@@ -252,11 +237,9 @@ impl<'a> Obj<'a> {
     /// (`"internalGuest,b2bCollaborationGuest"`); some tools write an array instead. Accept both.
     pub fn flags(&self, key: &str) -> FieldResult<Vec<&'a str>> {
         match self.map.get(key) {
-            Some(Value::String(s)) => Ok(s
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .collect()),
+            Some(Value::String(s)) => {
+                Ok(s.split(',').map(str::trim).filter(|p| !p.is_empty()).collect())
+            }
             _ => self.strings(key),
         }
     }
@@ -300,10 +283,7 @@ pub fn enum_value<T: Copy>(
             let allowed: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
             FieldError::new(
                 path,
-                format!(
-                    "`{raw}` is not a valid {what} (expected one of: {})",
-                    allowed.join(", ")
-                ),
+                format!("`{raw}` is not a valid {what} (expected one of: {})", allowed.join(", ")),
             )
         })
 }
@@ -358,10 +338,7 @@ mod tests {
     fn a_string_where_an_array_belongs_names_the_path() {
         let v: Value = serde_json::json!({"includeUsers": "All"});
         let p = JsonPath::root().key("conditions").key("users");
-        let err = Obj::new(&v, &p)
-            .unwrap()
-            .strings("includeUsers")
-            .unwrap_err();
+        let err = Obj::new(&v, &p).unwrap().strings("includeUsers").unwrap_err();
         assert_eq!(err.path.as_str(), "conditions.users.includeUsers");
         assert_eq!(err.message, "expected an array, found a string");
     }

@@ -15,17 +15,10 @@ pub const MAX_TENANT_POLICIES: usize = 195;
 pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
     let users: HashSet<&str> = tenant.users.iter().map(|u| u.id.as_str()).collect();
     let groups: HashSet<&str> = tenant.groups.iter().map(|g| g.id.as_str()).collect();
-    let locations: HashSet<&str> = tenant
-        .named_locations
-        .iter()
-        .map(|l| l.id.as_str())
-        .collect();
+    let locations: HashSet<&str> = tenant.named_locations.iter().map(|l| l.id.as_str()).collect();
     let strengths: HashSet<&str> = tenant.strengths.iter().map(|s| s.id.as_str()).collect();
-    let roles_in_tenant: HashSet<&str> = tenant
-        .role_assignments
-        .iter()
-        .map(|r| r.role_template_id.as_str())
-        .collect();
+    let roles_in_tenant: HashSet<&str> =
+        tenant.role_assignments.iter().map(|r| r.role_template_id.as_str()).collect();
 
     let mut out = Vec::new();
     if tenant.policies.is_empty() {
@@ -63,10 +56,9 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
             format!("refers to {what} `{id}`, which the export does not hold; it matches nobody")
         };
         if let Some(u) = &p.conditions.users {
-            for (key, refs) in [
-                ("includeUsers", &u.include_users),
-                ("excludeUsers", &u.exclude_users),
-            ] {
+            for (key, refs) in
+                [("includeUsers", &u.include_users), ("excludeUsers", &u.exclude_users)]
+            {
                 for r in refs {
                     if let UserRef::Id(id) = r
                         && !users.contains(id.as_str())
@@ -79,10 +71,9 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
                     }
                 }
             }
-            for (key, ids) in [
-                ("includeGroups", &u.include_groups),
-                ("excludeGroups", &u.exclude_groups),
-            ] {
+            for (key, ids) in
+                [("includeGroups", &u.include_groups), ("excludeGroups", &u.exclude_groups)]
+            {
                 for id in ids {
                     if !groups.contains(id.as_str()) {
                         warn(
@@ -93,10 +84,9 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
                     }
                 }
             }
-            for (key, ids) in [
-                ("includeRoles", &u.include_roles),
-                ("excludeRoles", &u.exclude_roles),
-            ] {
+            for (key, ids) in
+                [("includeRoles", &u.include_roles), ("excludeRoles", &u.exclude_roles)]
+            {
                 for id in ids {
                     if suites::built_in_role(id).is_none() && !roles_in_tenant.contains(id.as_str())
                     {
@@ -112,10 +102,8 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
             }
         }
         if let Some(l) = &p.conditions.locations {
-            for (key, refs) in [
-                ("includeLocations", &l.include),
-                ("excludeLocations", &l.exclude),
-            ] {
+            for (key, refs) in [("includeLocations", &l.include), ("excludeLocations", &l.exclude)]
+            {
                 for r in refs {
                     if let LocationRef::Id(id) = r
                         && !locations.contains(id.as_str())
@@ -133,9 +121,7 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
             if let Some(s) = &g.authentication_strength
                 && s.embedded.is_none()
                 && !strengths.contains(s.id.as_str())
-                && !crate::model::strength::built_in_strengths()
-                    .iter()
-                    .any(|b| b.id == s.id)
+                && !crate::model::strength::built_in_strengths().iter().any(|b| b.id == s.id)
             {
                 warn(
                     Code::DanglingReference,
@@ -177,10 +163,7 @@ pub fn lint(tenant: &Tenant, origins: &Origins) -> Vec<Diagnostic> {
 
 fn never_applies(p: &Policy) -> Option<String> {
     let a = &p.conditions.applications;
-    let targets_nothing = a
-        .include_applications
-        .iter()
-        .all(|r| matches!(r, AppRef::None))
+    let targets_nothing = a.include_applications.iter().all(|r| matches!(r, AppRef::None))
         && a.include_user_actions.is_empty()
         && a.include_auth_contexts.is_empty();
     if targets_nothing {

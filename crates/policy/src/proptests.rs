@@ -17,10 +17,8 @@ const APPS: [&str; 3] = [
     "11111111-1111-4111-8111-111111111111",
     "22222222-2222-4222-8222-222222222222",
 ];
-const LOCATIONS: [&str; 2] = [
-    "c0000000-0000-4000-8000-000000000001",
-    "c0000000-0000-4000-8000-000000000002",
-];
+const LOCATIONS: [&str; 2] =
+    ["c0000000-0000-4000-8000-000000000001", "c0000000-0000-4000-8000-000000000002"];
 
 fn user(i: usize) -> String {
     format!("a0000000-0000-4000-8000-{i:012}")
@@ -33,12 +31,7 @@ fn group(i: usize) -> String {
 fn subset<T: Clone + std::fmt::Debug>(items: Vec<T>) -> impl Strategy<Value = Vec<T>> {
     let n = items.len();
     proptest::collection::vec(any::<bool>(), n).prop_map(move |mask| {
-        items
-            .iter()
-            .zip(mask)
-            .filter(|(_, m)| *m)
-            .map(|(i, _)| i.clone())
-            .collect()
+        items.iter().zip(mask).filter(|(_, m)| *m).map(|(i, _)| i.clone()).collect()
     })
 }
 
@@ -114,26 +107,12 @@ fn policy(id: usize) -> impl Strategy<Value = Value> {
             Just(json!(["exchangeActiveSync", "other"])),
             Just(json!(["browser"]))
         ],
-        prop_oneof![
-            Just(json!([])),
-            Just(json!(["high"])),
-            Just(json!(["medium", "high"]))
-        ],
+        prop_oneof![Just(json!([])), Just(json!(["high"])), Just(json!(["medium", "high"]))],
     );
-    let grant = (
-        subset(vec![
-            "block",
-            "mfa",
-            "compliantDevice",
-            "domainJoinedDevice",
-        ]),
-        any::<bool>(),
-    );
-    let state = prop_oneof![
-        Just("enabled"),
-        Just("enabledForReportingButNotEnforced"),
-        Just("disabled")
-    ];
+    let grant =
+        (subset(vec!["block", "mfa", "compliantDevice", "domainJoinedDevice"]), any::<bool>());
+    let state =
+        prop_oneof![Just("enabled"), Just("enabledForReportingButNotEnforced"), Just("disabled")];
     (users, apps, conditions, grant, state).prop_map(
         move |((iu, eu, ig, eg), (ia, ea), (loc, plat, clients, risk), (controls, and), state)| {
             json!({
@@ -179,20 +158,15 @@ fn request() -> impl Strategy<Value = SignInRequest> {
 }
 
 fn methods() -> impl Strategy<Value = AuthState> {
-    subset(METHOD_MODES.iter().map(|(_, m)| *m).collect()).prop_map(|m| AuthState {
-        methods: MethodSet::of(&m),
-        ..AuthState::default()
-    })
+    subset(METHOD_MODES.iter().map(|(_, m)| *m).collect())
+        .prop_map(|m| AuthState { methods: MethodSet::of(&m), ..AuthState::default() })
 }
 
 fn compile(dir: &[Value], policies: &[Value]) -> Snapshot {
     let all: Vec<Value> = dir.iter().chain(policies).cloned().collect();
     let bytes = json!({"value": all}).to_string().into_bytes();
-    let loaded = load(&[SourceFile {
-        name: "t.json".into(),
-        bytes,
-    }])
-    .unwrap_or_else(|e| panic!("{e}"));
+    let loaded =
+        load(&[SourceFile { name: "t.json".into(), bytes }]).unwrap_or_else(|e| panic!("{e}"));
     Snapshot::compile(&loaded.tenant)
 }
 

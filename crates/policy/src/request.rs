@@ -85,33 +85,19 @@ impl SignInRequest {
         let o = Obj::new(value, &root)?;
         reject_unknown(
             o,
-            &[
-                "signInIdentity",
-                "signInContext",
-                "signInConditions",
-                "appliedPoliciesOnly",
-            ],
+            &["signInIdentity", "signInContext", "signInConditions", "appliedPoliciesOnly"],
         )?;
         let (id_map, id_path) = o
             .object("signInIdentity")?
             .ok_or_else(|| FieldError::new(&root.key("signInIdentity"), "is required"))?;
-        let identity = parse_identity(Obj {
-            map: id_map,
-            path: &id_path,
-        })?;
+        let identity = parse_identity(Obj { map: id_map, path: &id_path })?;
         let (ctx_map, ctx_path) = o
             .object("signInContext")?
             .ok_or_else(|| FieldError::new(&root.key("signInContext"), "is required"))?;
-        let target = parse_target(Obj {
-            map: ctx_map,
-            path: &ctx_path,
-        })?;
+        let target = parse_target(Obj { map: ctx_map, path: &ctx_path })?;
         let conditions = match o.get("signInConditions") {
             None => {
-                return Err(FieldError::new(
-                    &root.key("signInConditions"),
-                    "is required",
-                ));
+                return Err(FieldError::new(&root.key("signInConditions"), "is required"));
             }
             Some(Value::Null) => SignInConditions::default(),
             Some(_) => match o.object("signInConditions")? {
@@ -168,12 +154,9 @@ fn parse_identity(o: Obj<'_>) -> FieldResult<Identity> {
         return Err(FieldError::new(&o.path.key("userId"), "must not be empty"));
     }
     let external_user_type = match o.string("externalUserType")? {
-        Some(t) => enum_value(
-            t,
-            GUEST_TYPES,
-            &o.path.key("externalUserType"),
-            "external user type",
-        )?,
+        Some(t) => {
+            enum_value(t, GUEST_TYPES, &o.path.key("externalUserType"), "external user type")?
+        }
         None => None,
     };
     Ok(Identity::User {
@@ -200,11 +183,8 @@ fn parse_target(o: Obj<'_>) -> FieldResult<Target> {
     match kind.as_str() {
         "applicationcontext" => {
             reject_unknown(o, &["includeApplications"])?;
-            let apps: Vec<String> = o
-                .strings("includeApplications")?
-                .into_iter()
-                .map(normalize_id)
-                .collect();
+            let apps: Vec<String> =
+                o.strings("includeApplications")?.into_iter().map(normalize_id).collect();
             if apps.is_empty() {
                 return Err(FieldError::new(
                     &o.path.key("includeApplications"),
@@ -225,10 +205,8 @@ fn parse_target(o: Obj<'_>) -> FieldResult<Target> {
         }
         "authcontext" => {
             reject_unknown(o, &["authenticationContextValue"])?;
-            let value = o
-                .required_string("authenticationContextValue")?
-                .trim()
-                .to_ascii_lowercase();
+            let value =
+                o.required_string("authenticationContextValue")?.trim().to_ascii_lowercase();
             Ok(Target::AuthContext(value))
         }
         other => Err(FieldError::new(
@@ -264,41 +242,21 @@ fn parse_conditions(o: Obj<'_>) -> FieldResult<SignInConditions> {
     // `all` as an input client type or platform says nothing about the sign-in.
     let client_app_type = o
         .string("clientAppType")?
-        .map(|c| {
-            enum_value(
-                c,
-                CLIENT_APP_TYPES,
-                &o.path.key("clientAppType"),
-                "client app type",
-            )
-        })
+        .map(|c| enum_value(c, CLIENT_APP_TYPES, &o.path.key("clientAppType"), "client app type"))
         .transpose()?
         .filter(|c| *c != ClientAppType::All);
     let device_platform = o
         .string("devicePlatform")?
-        .map(|p| {
-            enum_value(
-                p,
-                PLATFORMS,
-                &o.path.key("devicePlatform"),
-                "device platform",
-            )
-        })
+        .map(|p| enum_value(p, PLATFORMS, &o.path.key("devicePlatform"), "device platform"))
         .transpose()?
         .filter(|p| *p != Platform::All);
     let ip_address = o
         .string("ipAddress")?
         .map(|ip| {
             // An IPv4-mapped IPv6 address is the IPv4 host it maps.
-            ip.trim()
-                .parse::<IpAddr>()
-                .map(|a| a.to_canonical())
-                .map_err(|_| {
-                    FieldError::new(
-                        &o.path.key("ipAddress"),
-                        format!("`{ip}` is not an IP address"),
-                    )
-                })
+            ip.trim().parse::<IpAddr>().map(|a| a.to_canonical()).map_err(|_| {
+                FieldError::new(&o.path.key("ipAddress"), format!("`{ip}` is not an IP address"))
+            })
         })
         .transpose()?;
     let country = o
@@ -339,12 +297,7 @@ fn parse_conditions(o: Obj<'_>) -> FieldResult<SignInConditions> {
             let t = f
                 .string("transferMethod")?
                 .map(|t| {
-                    enum_value(
-                        t,
-                        TRANSFER_METHODS,
-                        &p.key("transferMethod"),
-                        "transfer method",
-                    )
+                    enum_value(t, TRANSFER_METHODS, &p.key("transferMethod"), "transfer method")
                 })
                 .transpose()?;
             Some(t.filter(|t| *t != TransferMethod::None))
@@ -374,9 +327,7 @@ fn parse_device(o: Obj<'_>) -> FieldResult<DeviceAttributes> {
     let list = |key: &str| -> FieldResult<Option<Vec<String>>> {
         match o.get(key) {
             None | Some(Value::Null) => Ok(None),
-            _ => Ok(Some(
-                o.strings(key)?.into_iter().map(str::to_owned).collect(),
-            )),
+            _ => Ok(Some(o.strings(key)?.into_iter().map(str::to_owned).collect())),
         }
     };
     Ok(DeviceAttributes {

@@ -76,11 +76,8 @@ fn snapshot(policies: Vec<Value>) -> Snapshot {
     let mut objects = directory();
     objects.extend(policies);
     let doc = json!({"value": objects});
-    let loaded = load(&[SourceFile {
-        name: "t.json".into(),
-        bytes: doc.to_string().into_bytes(),
-    }])
-    .unwrap_or_else(|e| panic!("tenant should load: {e}"));
+    let loaded = load(&[SourceFile { name: "t.json".into(), bytes: doc.to_string().into_bytes() }])
+        .unwrap_or_else(|e| panic!("tenant should load: {e}"));
     Snapshot::compile(&loaded.tenant)
 }
 
@@ -119,32 +116,17 @@ fn one(conditions: Value) -> Snapshot {
 #[test]
 fn all_users_includes_guests_and_exclusion_beats_inclusion() {
     let s = one(json!({"users": {"includeUsers": ["All"], "excludeUsers": [ADELE]}}));
-    assert_eq!(
-        applies(&s, &request(GUEST, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))),
-        (Tri::No, Reason::Users)
-    );
+    assert_eq!(applies(&s, &request(GUEST, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))), (Tri::No, Reason::Users));
     let s = one(json!({"users": {"includeUsers": [ADELE], "excludeGroups": [OUTER]}}));
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
 }
 
 #[test]
 fn nested_groups_count_and_cycles_are_harmless() {
     let s = one(json!({"users": {"includeGroups": [OUTER]}}));
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(ADMIN, SHAREPOINT, json!({}))),
-        (Tri::No, Reason::Users)
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(ADMIN, SHAREPOINT, json!({}))), (Tri::No, Reason::Users));
 }
 
 #[test]
@@ -155,42 +137,21 @@ fn guest_types_are_classified_from_user_type_and_external_marks() {
         )
     };
     let s = with("internalGuest");
-    assert_eq!(
-        applies(&s, &request(GUEST, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(INVITED_GUEST, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(GUEST, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(INVITED_GUEST, SHAREPOINT, json!({}))).0, Tri::No);
     let s = with("b2bCollaborationGuest");
-    assert_eq!(
-        applies(&s, &request(INVITED_GUEST, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(MEMBER_B2B, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(INVITED_GUEST, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(MEMBER_B2B, SHAREPOINT, json!({}))).0, Tri::No);
     // PascalCase, as some tools write it.
     let s = with("B2bCollaborationMember");
-    assert_eq!(
-        applies(&s, &request(MEMBER_B2B, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(MEMBER_B2B, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
     // The legacy special value covers every external type.
     let s = one(json!({"users": {"includeUsers": ["GuestsOrExternalUsers"]}}));
     for u in [GUEST, INVITED_GUEST, MEMBER_B2B] {
         assert_eq!(applies(&s, &request(u, SHAREPOINT, json!({}))).0, Tri::Yes);
     }
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
 }
 
 #[test]
@@ -215,30 +176,17 @@ fn enumerated_external_tenants_need_the_home_tenant() {
 #[test]
 fn only_tenant_wide_role_assignments_count_including_through_groups() {
     let s = one(json!({"users": {"includeRoles": [GLOBAL_ADMIN]}}));
-    assert_eq!(
-        applies(&s, &request(ADMIN, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(SCOPED_ADMIN, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADMIN, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(SCOPED_ADMIN, SHAREPOINT, json!({}))).0, Tri::No);
 }
 
 #[test]
 fn none_matches_nobody_and_unknown_users_are_plain_members() {
     let s = one(json!({"users": {"includeUsers": ["None"]}}));
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
     let s =
         one(json!({"users": {"includeUsers": ["All"], "excludeUsers": ["GuestsOrExternalUsers"]}}));
-    let r = request(
-        "99999999-0000-4000-8000-000000000000",
-        SHAREPOINT,
-        json!({}),
-    );
+    let r = request("99999999-0000-4000-8000-000000000000", SHAREPOINT, json!({}));
     let e = s.evaluate(&r);
     assert_eq!(e.results[0].applies, Tri::Yes);
     assert_eq!(e.notices.len(), 1);
@@ -247,30 +195,15 @@ fn none_matches_nobody_and_unknown_users_are_plain_members() {
 #[test]
 fn office365_suite_matches_its_members_and_all_excludes_user_actions() {
     let s = one(json!({"applications": {"includeApplications": ["Office365"]}}));
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(ADELE, OTHER_APP, json!({}))),
-        (Tri::No, Reason::Application)
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(ADELE, OTHER_APP, json!({}))), (Tri::No, Reason::Application));
     // A suite name given as the request's app matches nothing (it is not an app id).
-    assert_eq!(
-        applies(&s, &request(ADELE, "Office365", json!({}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADELE, "Office365", json!({}))).0, Tri::No);
     let s = one(
         json!({"applications": {"includeApplications": ["All"], "excludeApplications": ["Office365"]}}),
     );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::No
-    );
-    assert_eq!(
-        applies(&s, &request(ADELE, OTHER_APP, json!({}))).0,
-        Tri::Yes
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
+    assert_eq!(applies(&s, &request(ADELE, OTHER_APP, json!({}))).0, Tri::Yes);
 
     let action = SignInRequest::from_json(&json!({
         "signInIdentity": {"userId": ADELE},
@@ -296,10 +229,7 @@ fn authentication_contexts_are_their_own_target() {
     })).unwrap()
     };
     assert_eq!(applies(&s, &r("C1")).0, Tri::Yes);
-    assert_eq!(
-        applies(&s, &r("c2")),
-        (Tri::No, Reason::AuthenticationContext)
-    );
+    assert_eq!(applies(&s, &r("c2")), (Tri::No, Reason::AuthenticationContext));
 }
 
 #[test]
@@ -308,26 +238,15 @@ fn locations_ipv4_ipv6_trusted_country_and_unknown_country() {
         json!({"locations": {"includeLocations": ["All"], "excludeLocations": ["AllTrusted"]}}),
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"ipAddress": "203.0.113.9"}))
-        ),
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"ipAddress": "203.0.113.9"}))),
         (Tri::No, Reason::Location)
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"ipAddress": "2001:db8:1000::5"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"ipAddress": "2001:db8:1000::5"}))).0,
         Tri::No
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"ipAddress": "2001:db8:2000::5"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"ipAddress": "2001:db8:2000::5"}))).0,
         Tri::Yes
     );
     // Without an IP address, whether the sign-in is at a trusted location is unknown.
@@ -338,27 +257,13 @@ fn locations_ipv4_ipv6_trusted_country_and_unknown_country() {
     // `All` needs no information at all.
     let s = one(json!({"locations": {"includeLocations": ["All"]}}));
     assert_eq!(
-        applies(
-            &s,
-            &request(
-                ADELE,
-                SHAREPOINT,
-                json!({"ipAddress": null, "country": null})
-            )
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"ipAddress": null, "country": null}))).0,
         Tri::Yes
     );
 
     let s = one(json!({"locations": {"includeLocations": [FR]}}));
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({"country": "fr"}))).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({"country": "GB"}))).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({"country": "fr"}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({"country": "GB"}))).0, Tri::No);
     assert_eq!(
         applies(&s, &request(ADELE, SHAREPOINT, json!({"country": null}))),
         (Tri::Unknown, Reason::NotEnoughInformation)
@@ -378,10 +283,7 @@ fn a_deleted_location_in_an_exclusion_excludes_nothing() {
     let s = one(
         json!({"locations": {"includeLocations": ["All"], "excludeLocations": ["deadbeef-0000-4000-8000-000000000000"]}}),
     );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::Yes
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::Yes);
 }
 
 #[test]
@@ -390,38 +292,19 @@ fn platforms_including_the_unknown_platform_pattern() {
         json!({"platforms": {"includePlatforms": ["all"], "excludePlatforms": ["android", "iOS", "windows", "macOS", "linux"]}}),
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"devicePlatform": "windows"}))
-        ),
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"devicePlatform": "windows"}))),
         (Tri::No, Reason::DevicePlatform)
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"devicePlatform": "windowsPhone"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"devicePlatform": "windowsPhone"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(
-                ADELE,
-                SHAREPOINT,
-                json!({"devicePlatform": "unknownFutureValue"})
-            )
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"devicePlatform": "unknownFutureValue"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"devicePlatform": null}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"devicePlatform": null}))).0,
         Tri::Unknown
     );
 }
@@ -430,47 +313,24 @@ fn platforms_including_the_unknown_platform_pattern() {
 fn client_app_types_accept_any_case_and_legacy_spellings() {
     let s = one(json!({"clientAppTypes": ["exchangeActiveSync", "other"]}));
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"clientAppType": "browser"}))
-        ),
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"clientAppType": "browser"}))),
         (Tri::No, Reason::ClientApps)
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(
-                ADELE,
-                SHAREPOINT,
-                json!({"clientAppType": "exchangeActiveSync"})
-            )
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"clientAppType": "exchangeActiveSync"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"clientAppType": "easSupported"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"clientAppType": "easSupported"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"clientAppType": null}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"clientAppType": null}))).0,
         Tri::Unknown
     );
     let s = one(json!({"clientAppTypes": ["All"]}));
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"clientAppType": null}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"clientAppType": null}))).0,
         Tri::Yes
     );
 }
@@ -489,28 +349,13 @@ fn device_filters_follow_the_null_rules_in_both_modes() {
         applies(&s, &request(ADELE, SHAREPOINT, unregistered.clone())),
         (Tri::No, Reason::Devices)
     );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, compliant.clone())).0,
-        Tri::Yes
-    );
-    let s = filter(
-        "exclude",
-        "device.isCompliant -eq True -or device.trustType -eq \"ServerAD\"",
-    );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, unregistered.clone())).0,
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, compliant.clone())).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, compliant.clone())).0, Tri::Yes);
+    let s = filter("exclude", "device.isCompliant -eq True -or device.trustType -eq \"ServerAD\"");
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, unregistered.clone())).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, compliant.clone())).0, Tri::No);
     // Negative operator on an unregistered device matches, so in exclude mode it excludes it.
     let s = filter("exclude", "device.trustType -ne \"ServerAD\"");
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, unregistered)).0,
-        Tri::No
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, unregistered)).0, Tri::No);
     // No device information at all is not the same as an unregistered device.
     assert_eq!(
         applies(&s, &request(ADELE, SHAREPOINT, json!({"deviceInfo": null}))).0,
@@ -522,50 +367,29 @@ fn device_filters_follow_the_null_rules_in_both_modes() {
 fn risk_levels_insider_risk_and_transfer_flows() {
     let s = one(json!({"signInRiskLevels": ["high"], "userRiskLevels": []}));
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"signInRiskLevel": "low"}))
-        ),
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"signInRiskLevel": "low"}))),
         (Tri::No, Reason::SignInRisk)
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"signInRiskLevel": "high"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"signInRiskLevel": "high"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"signInRiskLevel": null}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"signInRiskLevel": null}))).0,
         Tri::Unknown
     );
     let s = one(json!({"userRiskLevels": ["medium", "high"]}));
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"userRiskLevel": "low"}))
-        ),
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"userRiskLevel": "low"}))),
         (Tri::No, Reason::UserRisk)
     );
     let s = one(json!({"insiderRiskLevels": "moderate,elevated"}));
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"insiderRiskLevel": "elevated"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"insiderRiskLevel": "elevated"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"insiderRiskLevel": "minor"}))
-        ),
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"insiderRiskLevel": "minor"}))),
         (Tri::No, Reason::InsiderRisk)
     );
     let s = one(
@@ -586,18 +410,11 @@ fn risk_levels_insider_risk_and_transfer_flows() {
     assert_eq!(
         applies(
             &s,
-            &request(
-                ADELE,
-                SHAREPOINT,
-                json!({"authenticationFlow": {"transferMethod": "none"}})
-            )
+            &request(ADELE, SHAREPOINT, json!({"authenticationFlow": {"transferMethod": "none"}}))
         ),
         (Tri::No, Reason::AuthenticationFlow)
     );
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0,
-        Tri::Unknown
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::Unknown);
 }
 
 #[test]
@@ -623,10 +440,7 @@ fn disabled_never_applies() {
 }
 
 fn with_methods(modes: &[MethodMode]) -> AuthState {
-    AuthState {
-        methods: MethodSet::of(modes),
-        ..AuthState::default()
-    }
+    AuthState { methods: MethodSet::of(modes), ..AuthState::default() }
 }
 
 #[test]
@@ -639,25 +453,12 @@ fn block_wins_and_every_applying_policy_must_be_satisfied() {
             json!({}),
             json!({"operator": "OR", "builtInControls": ["compliantDevice"]}),
         ),
-        policy(
-            "block",
-            "enabled",
-            json!({"users": {"includeUsers": [ADELE]}}),
-            block(),
-        ),
+        policy("block", "enabled", json!({"users": {"includeUsers": [ADELE]}}), block()),
     ]);
     let d = s
         .evaluate(&request(ADELE, SHAREPOINT, json!({})))
-        .decide(&with_methods(&[
-            MethodMode::Password,
-            MethodMode::SoftwareOath,
-        ]));
-    assert_eq!(
-        d.outcome,
-        Outcome::Blocked {
-            policies: vec!["block"]
-        }
-    );
+        .decide(&with_methods(&[MethodMode::Password, MethodMode::SoftwareOath]));
+    assert_eq!(d.outcome, Outcome::Blocked { policies: vec!["block"] });
     let d = s
         .evaluate(&request(GUEST, SHAREPOINT, json!({})))
         .decide(&with_methods(&[MethodMode::Password]));
@@ -665,20 +466,10 @@ fn block_wins_and_every_applying_policy_must_be_satisfied() {
         panic!("expected requirements")
     };
     // MFA is asked for before the device, as Entra orders them.
-    assert_eq!(
-        requirements.iter().map(|r| r.policy_id).collect::<Vec<_>>(),
-        ["mfa", "device"]
-    );
+    assert_eq!(requirements.iter().map(|r| r.policy_id).collect::<Vec<_>>(), ["mfa", "device"]);
     let d = s
-        .evaluate(&request(
-            GUEST,
-            SHAREPOINT,
-            json!({"deviceInfo": {"isCompliant": true}}),
-        ))
-        .decide(&with_methods(&[
-            MethodMode::Password,
-            MethodMode::SoftwareOath,
-        ]));
+        .evaluate(&request(GUEST, SHAREPOINT, json!({"deviceInfo": {"isCompliant": true}})))
+        .decide(&with_methods(&[MethodMode::Password, MethodMode::SoftwareOath]));
     assert_eq!(d.outcome, Outcome::Granted);
     assert_eq!(d.conditional_access_status(), "success");
 }
@@ -694,9 +485,7 @@ fn grant_operators_and_and_or() {
     let d = s
         .evaluate(&request(ADELE, SHAREPOINT, json!({})))
         .decide(&with_methods(&[MethodMode::Fido2]));
-    let Outcome::ActionRequired { requirements } = d.outcome else {
-        panic!("AND is unmet")
-    };
+    let Outcome::ActionRequired { requirements } = d.outcome else { panic!("AND is unmet") };
     assert_eq!(requirements.len(), 1);
     assert_eq!(requirements[0].policy_id, "and");
     assert_eq!(requirements[0].unmet, vec![&Control::CompliantDevice]);
@@ -716,9 +505,7 @@ fn tap_satisfies_mfa_and_the_mfa_strength_but_not_phishing_resistance() {
     ]);
     let tap = with_methods(&[MethodMode::TemporaryAccessPassOneTime]);
     assert_eq!(
-        s.evaluate(&request(ADELE, SHAREPOINT, json!({})))
-            .decide(&tap)
-            .outcome,
+        s.evaluate(&request(ADELE, SHAREPOINT, json!({}))).decide(&tap).outcome,
         Outcome::Granted
     );
     let s = snapshot(vec![policy(
@@ -727,9 +514,7 @@ fn tap_satisfies_mfa_and_the_mfa_strength_but_not_phishing_resistance() {
         json!({}),
         strength("00000000-0000-0000-0000-000000000004"),
     )]);
-    let d = s
-        .evaluate(&request(ADELE, SHAREPOINT, json!({})))
-        .decide(&tap);
+    let d = s.evaluate(&request(ADELE, SHAREPOINT, json!({}))).decide(&tap);
     assert!(matches!(d.outcome, Outcome::ActionRequired { .. }));
     let d = s
         .evaluate(&request(ADELE, SHAREPOINT, json!({})))
@@ -740,18 +525,8 @@ fn tap_satisfies_mfa_and_the_mfa_strength_but_not_phishing_resistance() {
 #[test]
 fn report_only_is_logged_and_never_enforced() {
     let s = snapshot(vec![
-        policy(
-            "ro-block",
-            "enabledForReportingButNotEnforced",
-            json!({}),
-            block(),
-        ),
-        policy(
-            "ro-mfa",
-            "enabledForReportingButNotEnforced",
-            json!({}),
-            mfa(),
-        ),
+        policy("ro-block", "enabledForReportingButNotEnforced", json!({}), block()),
+        policy("ro-mfa", "enabledForReportingButNotEnforced", json!({}), mfa()),
         policy(
             "ro-device",
             "enabledForReportingButNotEnforced",
@@ -802,28 +577,16 @@ fn session_controls_merge_to_the_strictest() {
         });
         p
     };
-    let mut every = policy(
-        "every",
-        "enabled",
-        json!({"users": {"includeUsers": [GUEST]}}),
-        mfa(),
-    );
+    let mut every = policy("every", "enabled", json!({"users": {"includeUsers": [GUEST]}}), mfa());
     every["sessionControls"] =
         json!({"signInFrequency": {"isEnabled": true, "frequencyInterval": "everyTime"}});
     let s = snapshot(vec![sif(8, "always"), sif(4, "never"), every]);
-    let d = s
-        .evaluate(&request(ADELE, SHAREPOINT, json!({})))
-        .decide(&AuthState::default());
+    let d = s.evaluate(&request(ADELE, SHAREPOINT, json!({}))).decide(&AuthState::default());
     use crate::model::policy::{PersistentBrowser, SignInFrequency};
     assert_eq!(d.session.sign_in_frequency, Some(SignInFrequency::Hours(4)));
     assert_eq!(d.session.persistent_browser, Some(PersistentBrowser::Never));
-    let d = s
-        .evaluate(&request(GUEST, SHAREPOINT, json!({})))
-        .decide(&AuthState::default());
-    assert_eq!(
-        d.session.sign_in_frequency,
-        Some(SignInFrequency::EveryTime)
-    );
+    let d = s.evaluate(&request(GUEST, SHAREPOINT, json!({}))).decide(&AuthState::default());
+    assert_eq!(d.session.sign_in_frequency, Some(SignInFrequency::EveryTime));
 }
 
 #[test]
@@ -855,13 +618,7 @@ fn what_if_json_is_the_graph_shape() {
     assert_eq!(value[1]["analysisReasons"], "policyNotEnabled");
     let mut r = r;
     r.applied_policies_only = true;
-    assert_eq!(
-        s.evaluate(&r).to_graph_json()["value"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.evaluate(&r).to_graph_json()["value"].as_array().unwrap().len(), 1);
 }
 
 #[test]
@@ -870,19 +627,13 @@ fn malformed_policies_are_refused_with_their_path() {
         let mut objects = directory();
         objects.push(policy("bad", "enabled", conditions, mfa()));
         let doc = json!({"value": objects}).to_string();
-        load(&[SourceFile {
-            name: "p.json".into(),
-            bytes: doc.into_bytes(),
-        }])
-        .unwrap_err()
-        .errors[0]
-            .to_string()
+        load(&[SourceFile { name: "p.json".into(), bytes: doc.into_bytes() }]).unwrap_err().errors
+            [0]
+        .to_string()
     };
-    assert!(
-        bad(json!({"platforms": {"includePlatforms": ["windoze"]}})).contains(
-            "conditions.platforms.includePlatforms[0]: `windoze` is not a valid device platform"
-        )
-    );
+    assert!(bad(json!({"platforms": {"includePlatforms": ["windoze"]}})).contains(
+        "conditions.platforms.includePlatforms[0]: `windoze` is not a valid device platform"
+    ));
     assert!(bad(json!({"devices": {"deviceFilter": {"mode": "include", "rule": "device.colour -eq \"red\""}}})).contains("conditions.devices.deviceFilter.rule: invalid device filter"));
     assert!(
         bad(json!({"signInRiskLevels": "high"}))
@@ -891,15 +642,9 @@ fn malformed_policies_are_refused_with_their_path() {
     let mut objects = directory();
     objects.push(json!({"@odata.type": "#microsoft.graph.ipNamedLocation", "id": "x", "ipRanges": [{"cidrAddress": "10.0.0.0/8"}]}));
     let doc = json!({"value": objects}).to_string();
-    let err = load(&[SourceFile {
-        name: "l.json".into(),
-        bytes: doc.into_bytes(),
-    }])
-    .unwrap_err();
+    let err = load(&[SourceFile { name: "l.json".into(), bytes: doc.into_bytes() }]).unwrap_err();
     assert!(
-        err.errors[0]
-            .to_string()
-            .contains("prefix must be longer than /8"),
+        err.errors[0].to_string().contains("prefix must be longer than /8"),
         "{}",
         err.errors[0]
     );
@@ -921,37 +666,19 @@ fn workload_identity_policies_honour_their_service_principal_lists() {
         "signInConditions": {"servicePrincipalRiskLevel": risk}
     })).unwrap()
     };
-    let s = snapshot(vec![
-        app.clone(),
-        sp(json!(["ServicePrincipalsInMyTenant"]), json!([])),
-    ]);
+    let s = snapshot(vec![app.clone(), sp(json!(["ServicePrincipalsInMyTenant"]), json!([]))]);
     assert_eq!(applies(&s, &r("high")).0, Tri::Yes);
-    assert_eq!(
-        applies(&s, &r("low")),
-        (Tri::No, Reason::WorkloadIdentities)
-    );
+    assert_eq!(applies(&s, &r("low")), (Tri::No, Reason::WorkloadIdentities));
     // Excluded by object id, requested by app id: still the same service principal.
     let s = snapshot(vec![
         app.clone(),
-        sp(
-            json!(["All"]),
-            json!(["5f000000-0000-4000-8000-000000000001"]),
-        ),
+        sp(json!(["All"]), json!(["5f000000-0000-4000-8000-000000000001"])),
     ]);
-    assert_eq!(
-        applies(&s, &r("high")),
-        (Tri::No, Reason::WorkloadIdentities)
-    );
-    let s = snapshot(vec![
-        app,
-        sp(json!(["cd000000-0000-4000-8000-000000000009"]), json!([])),
-    ]);
+    assert_eq!(applies(&s, &r("high")), (Tri::No, Reason::WorkloadIdentities));
+    let s = snapshot(vec![app, sp(json!(["cd000000-0000-4000-8000-000000000009"]), json!([]))]);
     assert_eq!(applies(&s, &r("high")).0, Tri::No);
     // A user sign-in never matches a workload-identity policy.
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))),
-        (Tri::No, Reason::Users)
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))), (Tri::No, Reason::Users));
 }
 
 // Regressions from adversarial testing: each of these once failed open or misled.
@@ -972,36 +699,20 @@ fn an_ipv4_mapped_ipv6_address_is_the_ipv4_host() {
 fn exclusion_only_conditions_include_everything_else() {
     let s = one(json!({"locations": {"includeLocations": [], "excludeLocations": ["AllTrusted"]}}));
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"ipAddress": "198.51.100.1"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"ipAddress": "198.51.100.1"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"ipAddress": "203.0.113.1"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"ipAddress": "203.0.113.1"}))).0,
         Tri::No
     );
     let s = one(json!({"platforms": {"excludePlatforms": ["iOS"]}}));
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"devicePlatform": "windows"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"devicePlatform": "windows"}))).0,
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(ADELE, SHAREPOINT, json!({"devicePlatform": "iOS"}))
-        )
-        .0,
+        applies(&s, &request(ADELE, SHAREPOINT, json!({"devicePlatform": "iOS"}))).0,
         Tri::No
     );
 }
@@ -1009,10 +720,7 @@ fn exclusion_only_conditions_include_everything_else() {
 #[test]
 fn excluding_all_users_excludes_everyone() {
     let s = one(json!({"users": {"includeUsers": ["All"], "excludeUsers": ["All"]}}));
-    assert_eq!(
-        applies(&s, &request(ADELE, SHAREPOINT, json!({}))),
-        (Tri::No, Reason::Users)
-    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))), (Tri::No, Reason::Users));
 }
 
 #[test]
@@ -1026,23 +734,10 @@ fn an_ext_upn_marks_an_external_account() {
         "guestOrExternalUserTypes": "b2bCollaborationGuest", "externalTenants": {"membershipKind": "all"}}}}), block()));
     let doc = json!({"value": objects}).to_string();
     let s = Snapshot::compile(
-        &load(&[SourceFile {
-            name: "t.json".into(),
-            bytes: doc.into_bytes(),
-        }])
-        .unwrap()
-        .tenant,
+        &load(&[SourceFile { name: "t.json".into(), bytes: doc.into_bytes() }]).unwrap().tenant,
     );
     assert_eq!(
-        applies(
-            &s,
-            &request(
-                "a0000000-0000-4000-8000-0000000000e1",
-                SHAREPOINT,
-                json!({})
-            )
-        )
-        .0,
+        applies(&s, &request("a0000000-0000-4000-8000-0000000000e1", SHAREPOINT, json!({}))).0,
         Tri::Yes
     );
 }
@@ -1058,37 +753,23 @@ fn a_service_principal_filter_is_undecidable_not_a_match() {
         "signInIdentity": {"@odata.type": "#microsoft.graph.servicePrincipalSignIn", "servicePrincipalId": "ab000000-0000-4000-8000-000000000001"},
         "signInContext": {"includeApplications": [SHAREPOINT]}, "signInConditions": {}
     })).unwrap();
-    assert_eq!(
-        applies(&s, &r),
-        (Tri::Unknown, Reason::NotEnoughInformation)
-    );
+    assert_eq!(applies(&s, &r), (Tri::Unknown, Reason::NotEnoughInformation));
 }
 
 #[test]
 fn dangerous_documents_are_refused_not_skipped() {
     let refused = |objects: Vec<Value>| {
         let doc = json!({"value": objects}).to_string();
-        load(&[SourceFile {
-            name: "x.json".into(),
-            bytes: doc.into_bytes(),
-        }])
-        .unwrap_err()
-        .errors[0]
-            .to_string()
+        load(&[SourceFile { name: "x.json".into(), bytes: doc.into_bytes() }]).unwrap_err().errors
+            [0]
+        .to_string()
     };
     // A custom strength cannot redefine a built-in one (it would weaken `mfa`).
-    let e = refused(vec![
-        json!({"@odata.type": "#microsoft.graph.authenticationStrengthPolicy",
-        "id": "00000000-0000-0000-0000-000000000002", "allowedCombinations": ["password"]}),
-    ]);
-    assert!(
-        e.contains("is a built-in authentication strength id"),
-        "{e}"
-    );
+    let e = refused(vec![json!({"@odata.type": "#microsoft.graph.authenticationStrengthPolicy",
+        "id": "00000000-0000-0000-0000-000000000002", "allowedCombinations": ["password"]})]);
+    assert!(e.contains("is a built-in authentication strength id"), "{e}");
     // An unrecognised wrapper could be hiding policies.
-    let e = refused(vec![
-        json!({"policies": [policy("p", "enabled", json!({}), block())]}),
-    ]);
+    let e = refused(vec![json!({"policies": [policy("p", "enabled", json!({}), block())]})]);
     assert!(e.contains("is not an object Gatehouse recognises"), "{e}");
     // Two different users with one id would make membership depend on file order.
     let e = refused(vec![

@@ -35,9 +35,7 @@ impl Bits {
     }
 
     pub fn contains(&self, i: u32) -> bool {
-        self.0
-            .get(i as usize / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.0.get(i as usize / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     pub fn contains_any(&self, positions: &[u32]) -> bool {
@@ -180,11 +178,7 @@ impl Snapshot {
         // Intern the groups and roles that policies mention.
         let mut group_refs: HashMap<String, usize> = HashMap::new();
         let mut role_refs: HashMap<String, usize> = HashMap::new();
-        for p in tenant
-            .policies
-            .iter()
-            .filter(|p| p.state != PolicyState::Disabled)
-        {
+        for p in tenant.policies.iter().filter(|p| p.state != PolicyState::Disabled) {
             if let Some(u) = &p.conditions.users {
                 for g in u.include_groups.iter().chain(&u.exclude_groups) {
                     let n = group_refs.len();
@@ -205,10 +199,7 @@ impl Snapshot {
         // Membership edges: group -> members, from groups' `members` and users' `memberOf`.
         let mut members: HashMap<&str, Vec<&str>> = HashMap::new();
         for g in &tenant.groups {
-            members
-                .entry(g.id.as_str())
-                .or_default()
-                .extend(g.members.iter().map(String::as_str));
+            members.entry(g.id.as_str()).or_default().extend(g.members.iter().map(String::as_str));
         }
         for u in &tenant.users {
             for g in &u.member_of_groups {
@@ -258,24 +249,17 @@ impl Snapshot {
             if l.is_trusted() {
                 trusted_locations.push(i);
             }
-            locations.push(CompiledLocation {
-                kind: l.kind.clone(),
-            });
+            locations.push(CompiledLocation { kind: l.kind.clone() });
         }
 
-        let mut strengths: HashMap<String, AuthenticationStrength> = built_in_strengths()
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
+        let mut strengths: HashMap<String, AuthenticationStrength> =
+            built_in_strengths().into_iter().map(|s| (s.id.clone(), s)).collect();
         for s in &tenant.strengths {
             strengths.insert(s.id.clone(), s.clone());
         }
 
         let bits_of = |ids: &[String], refs: &HashMap<String, usize>| -> Vec<u32> {
-            ids.iter()
-                .filter_map(|id| refs.get(id))
-                .map(|i| *i as u32)
-                .collect()
+            ids.iter().filter_map(|id| refs.get(id)).map(|i| *i as u32).collect()
         };
         let user_ids = |refs: &[UserRef]| -> Vec<u32> {
             refs.iter()
@@ -380,10 +364,7 @@ impl Snapshot {
 
         let mut service_principals = HashMap::new();
         for a in &tenant.applications {
-            let pair = [
-                a.app_id.clone(),
-                a.object_id.clone().unwrap_or_else(|| a.app_id.clone()),
-            ];
+            let pair = [a.app_id.clone(), a.object_id.clone().unwrap_or_else(|| a.app_id.clone())];
             service_principals.insert(a.app_id.clone(), pair.clone());
             if let Some(object_id) = &a.object_id {
                 service_principals.insert(object_id.clone(), pair);
@@ -423,9 +404,7 @@ impl Snapshot {
     }
 
     pub fn user(&self, id: &str) -> Option<&UserFacts> {
-        self.user_index
-            .get(id)
-            .and_then(|i| self.users.get(*i as usize))
+        self.user_index.get(id).and_then(|i| self.users.get(*i as usize))
     }
 
     pub fn strength(&self, id: &str) -> Option<&AuthenticationStrength> {

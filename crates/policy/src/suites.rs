@@ -26,10 +26,7 @@ static ADMIN_PORTAL_IDS: LazyLock<Vec<String>> =
 static ROLES: LazyLock<HashMap<String, &'static str>> =
     LazyLock::new(|| rows(DIRECTORY_ROLES).collect());
 static APP_NAMES: LazyLock<HashMap<String, &'static str>> = LazyLock::new(|| {
-    rows(WELL_KNOWN_APPS)
-        .chain(rows(OFFICE365))
-        .chain(rows(ADMIN_PORTALS))
-        .collect()
+    rows(WELL_KNOWN_APPS).chain(rows(OFFICE365)).chain(rows(ADMIN_PORTALS)).collect()
 });
 
 /// App ids in the `Office365` suite.

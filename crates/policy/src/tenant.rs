@@ -47,17 +47,11 @@ pub fn load(files: &[SourceFile]) -> Result<Loaded, LoadError> {
     }
     loader.check_duplicates();
     if !loader.errors.is_empty() {
-        return Err(LoadError {
-            errors: loader.errors,
-            warnings: loader.warnings,
-        });
+        return Err(LoadError { errors: loader.errors, warnings: loader.warnings });
     }
     let mut warnings = loader.warnings;
     warnings.extend(crate::lint::lint(&loader.tenant, &loader.origins));
-    Ok(Loaded {
-        tenant: loader.tenant,
-        warnings,
-    })
+    Ok(Loaded { tenant: loader.tenant, warnings })
 }
 
 /// Where each policy and location came from, for messages after loading.
@@ -73,9 +67,7 @@ impl Origins {
     }
 
     fn record(&mut self, kind: &str, id: &str, file: &str) {
-        self.file
-            .entry((kind.to_owned(), id.to_owned()))
-            .or_insert_with(|| file.to_owned());
+        self.file.entry((kind.to_owned(), id.to_owned())).or_insert_with(|| file.to_owned());
     }
 }
 
@@ -110,10 +102,7 @@ impl Loader {
             Value::Object(m)
                 if m.get("value").is_some_and(Value::is_array) && !m.contains_key("conditions") =>
             {
-                let a = m
-                    .get("value")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().collect());
+                let a = m.get("value").and_then(Value::as_array).map(|a| a.iter().collect());
                 (a.unwrap_or_default(), JsonPath::root().key("value"))
             }
             other => (vec![other], JsonPath::root()),
@@ -255,24 +244,14 @@ impl Loader {
         dedupe(
             &mut t.policies,
             |p| (&p.id, &p.raw),
-            |p| {
-                (
-                    file("policy", &p.id),
-                    format!("policy {:?}", p.display_name),
-                )
-            },
+            |p| (file("policy", &p.id), format!("policy {:?}", p.display_name)),
             "policies",
             &mut found,
         );
         dedupe(
             &mut t.named_locations,
             |l| (&l.id, &l.raw),
-            |l| {
-                (
-                    file("location", &l.id),
-                    format!("named location {:?}", l.display_name),
-                )
-            },
+            |l| (file("location", &l.id), format!("named location {:?}", l.display_name)),
             "named locations",
             &mut found,
         );
@@ -294,11 +273,7 @@ impl Loader {
             &mut found,
         );
         for (identical, d) in found {
-            if identical {
-                self.warnings.push(d)
-            } else {
-                self.errors.push(d)
-            }
+            if identical { self.warnings.push(d) } else { self.errors.push(d) }
         }
         if self.tenant.policies.len() > crate::snapshot::MAX_POLICIES {
             self.errors.push(Diagnostic {
@@ -341,17 +316,12 @@ fn dedupe<T>(
             Some(first) if first == raw => {
                 found.push((
                     true,
-                    diag(format!(
-                        "appears twice with id `{id}`; identical copies, one kept"
-                    )),
+                    diag(format!("appears twice with id `{id}`; identical copies, one kept")),
                 ));
                 keep.push(false);
             }
             Some(_) => {
-                found.push((
-                    false,
-                    diag(format!("two different {kind} share the id `{id}`")),
-                ));
+                found.push((false, diag(format!("two different {kind} share the id `{id}`"))));
                 keep.push(true);
             }
             None => {
@@ -470,37 +440,16 @@ pub fn derived_id(file: &str, index: usize) -> String {
 pub fn export(tenant: &Tenant) -> Vec<(String, Value)> {
     let coll = |items: Vec<Map<String, Value>>| serde_json::json!({ "value": items });
     vec![
-        (
-            "policies.json".into(),
-            coll(tenant.policies.iter().map(|p| p.raw.clone()).collect()),
-        ),
+        ("policies.json".into(), coll(tenant.policies.iter().map(|p| p.raw.clone()).collect())),
         (
             "namedLocations.json".into(),
-            coll(
-                tenant
-                    .named_locations
-                    .iter()
-                    .map(|l| l.raw.clone())
-                    .collect(),
-            ),
+            coll(tenant.named_locations.iter().map(|l| l.raw.clone()).collect()),
         ),
-        (
-            "users.json".into(),
-            coll(tenant.users.iter().map(|u| u.raw.clone()).collect()),
-        ),
-        (
-            "groups.json".into(),
-            coll(tenant.groups.iter().map(|g| g.raw.clone()).collect()),
-        ),
+        ("users.json".into(), coll(tenant.users.iter().map(|u| u.raw.clone()).collect())),
+        ("groups.json".into(), coll(tenant.groups.iter().map(|g| g.raw.clone()).collect())),
         (
             "roleAssignments.json".into(),
-            coll(
-                tenant
-                    .role_assignments
-                    .iter()
-                    .map(|r| r.raw.clone())
-                    .collect(),
-            ),
+            coll(tenant.role_assignments.iter().map(|r| r.raw.clone()).collect()),
         ),
         (
             "applications.json".into(),
@@ -514,10 +463,7 @@ mod tests {
     use super::*;
 
     fn file(name: &str, text: &str) -> SourceFile {
-        SourceFile {
-            name: name.into(),
-            bytes: text.as_bytes().to_vec(),
-        }
+        SourceFile { name: name.into(), bytes: text.as_bytes().to_vec() }
     }
 
     #[test]
@@ -532,11 +478,8 @@ mod tests {
     fn one_bad_policy_refuses_the_tenant_with_file_policy_and_path() {
         let good = r#"{"displayName":"ok","state":"enabled","conditions":{"users":{"includeUsers":["All"]},"applications":{"includeApplications":["All"]}},"grantControls":{"operator":"OR","builtInControls":["mfa"]}}"#;
         let bad = r#"{"displayName":"011-Block","state":"enabled","conditions":{"users":{"includeUsers":"All"},"applications":{"includeApplications":["All"]}},"grantControls":{"operator":"OR","builtInControls":["block"]}}"#;
-        let err = load(&[
-            file("policies/001.json", good),
-            file("policies/011.json", bad),
-        ])
-        .unwrap_err();
+        let err =
+            load(&[file("policies/001.json", good), file("policies/011.json", bad)]).unwrap_err();
         assert_eq!(err.errors.len(), 1);
         assert_eq!(
             err.errors[0].to_string(),

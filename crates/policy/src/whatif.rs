@@ -20,10 +20,7 @@ impl Evaluation<'_> {
             .filter(|(_, a)| !only_applied || a.applies == Tri::Yes)
             .map(|(p, a)| {
                 let mut obj: Map<String, Value> = Map::with_capacity(p.raw.len() + 3);
-                obj.insert(
-                    "@odata.type".into(),
-                    "#microsoft.graph.whatIfAnalysisResult".into(),
-                );
+                obj.insert("@odata.type".into(), "#microsoft.graph.whatIfAnalysisResult".into());
                 for (k, v) in &p.raw {
                     if k != "@odata.type" && k != "@odata.context" {
                         obj.insert(k.clone(), v.clone());
@@ -54,22 +51,12 @@ impl Evaluation<'_> {
                 Tri::No => format!("no ({})", a.reason.graph_name()),
                 Tri::Unknown => "unknown (notEnoughInformation)".to_owned(),
             };
-            let mut controls = p
-                .grant
-                .as_ref()
-                .map(|g| self.describe_grant(g))
-                .unwrap_or_default();
-            if let Some(session) = p
-                .session
-                .as_ref()
-                .map(describe_session)
-                .filter(|s| !s.is_empty())
+            let mut controls = p.grant.as_ref().map(|g| self.describe_grant(g)).unwrap_or_default();
+            if let Some(session) =
+                p.session.as_ref().map(describe_session).filter(|s| !s.is_empty())
             {
-                controls = if controls.is_empty() {
-                    session
-                } else {
-                    format!("{controls}; {session}")
-                };
+                controls =
+                    if controls.is_empty() { session } else { format!("{controls}; {session}") };
             }
             rows.push([p.display_name.clone(), state.to_owned(), applies, controls]);
         }
@@ -128,11 +115,7 @@ impl Evaluation<'_> {
                 Some(_) => "would add requirements",
                 None => "would add session controls",
             };
-            let enforced = if p.state == PolicyState::Enabled {
-                ""
-            } else {
-                " (report-only)"
-            };
+            let enforced = if p.state == PolicyState::Enabled { "" } else { " (report-only)" };
             out.push_str(&format!(
                 "Undetermined: \"{}\"{enforced} {effect} if it applies; supply {}\n",
                 p.display_name,
@@ -143,21 +126,11 @@ impl Evaluation<'_> {
     }
 
     fn describe_grant(&self, g: &GrantControls) -> String {
-        let mut parts: Vec<String> = g
-            .built_in
-            .iter()
-            .map(|c| c.graph_name().to_owned())
-            .collect();
+        let mut parts: Vec<String> = g.built_in.iter().map(|c| c.graph_name().to_owned()).collect();
         if let Some(s) = &g.authentication_strength {
-            let name = self
-                .snapshot()
-                .strength(&s.id)
-                .map(|x| x.display_name.clone());
+            let name = self.snapshot().strength(&s.id).map(|x| x.display_name.clone());
             let name = name.or_else(|| s.embedded.as_ref().map(|e| e.display_name.clone()));
-            parts.push(format!(
-                "strength \"{}\"",
-                name.unwrap_or_else(|| s.id.clone())
-            ));
+            parts.push(format!("strength \"{}\"", name.unwrap_or_else(|| s.id.clone())));
         }
         parts.extend(g.terms_of_use.iter().map(|t| format!("termsOfUse {t}")));
         parts.extend(g.custom_factors.iter().map(|t| format!("custom {t}")));
@@ -245,10 +218,7 @@ impl Case {
         crate::request::reject_unknown(o, &["name", "request", "expect"])?;
         let request =
             SignInRequest::from_json(o.get("request").unwrap_or(&Value::Null)).map_err(|e| {
-                FieldError {
-                    path: JsonPath::root().key("request").key(e.path.as_str()),
-                    ..e
-                }
+                FieldError { path: JsonPath::root().key("request").key(e.path.as_str()), ..e }
             })?;
         let expect = match o.object("expect")? {
             None => None,
@@ -267,10 +237,7 @@ impl Case {
             }
         };
         Ok(Case {
-            name: o
-                .string("name")?
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("line {line}")),
+            name: o.string("name")?.map(str::to_owned).unwrap_or_else(|| format!("line {line}")),
             request,
             expect,
         })
@@ -311,10 +278,7 @@ pub fn run_case(snapshot: &crate::snapshot::Snapshot, case: &Case) -> CaseResult
     let eval = snapshot.evaluate(&case.request);
     let applies: Vec<String> = eval.applying_ids().into_iter().map(str::to_owned).collect();
     let blocked = eval.blocked();
-    let outcome = match eval
-        .decide_with(&AuthState::default(), Unknowns::Skip)
-        .outcome
-    {
+    let outcome = match eval.decide_with(&AuthState::default(), Unknowns::Skip).outcome {
         Outcome::Blocked { .. } => "blocked",
         Outcome::Granted => "granted",
         Outcome::ActionRequired { .. } => "actionRequired",
@@ -329,17 +293,13 @@ pub fn run_case(snapshot: &crate::snapshot::Snapshot, case: &Case) -> CaseResult
                     .find(|(p, _)| &p.id == id)
                     .map(|(_, a)| a.reason.graph_name())
                     .unwrap_or("no policy has this id");
-                failures.push(format!(
-                    "expected policy {id} to apply, but it did not ({reason})"
-                ));
+                failures.push(format!("expected policy {id} to apply, but it did not ({reason})"));
             }
         }
         if e.exact {
             for id in &applies {
                 if !e.applies.contains(id) {
-                    failures.push(format!(
-                        "policy {id} applies but the case does not expect it"
-                    ));
+                    failures.push(format!("policy {id} applies but the case does not expect it"));
                 }
             }
         }

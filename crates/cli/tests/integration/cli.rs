@@ -21,13 +21,7 @@ fn whatif(policy: &str, request: &str) -> (i32, String, String) {
     let dir = Scratch::new();
     dir.write("policies/011.json", policy);
     let out = gatehouse(
-        &[
-            "whatif",
-            "--tenant",
-            dir.0.to_str().unwrap(),
-            "--request",
-            "-",
-        ],
+        &["whatif", "--tenant", dir.0.to_str().unwrap(), "--request", "-"],
         Some(request),
     );
     (
@@ -94,10 +88,7 @@ fn bad_cidr_in_a_named_location_is_refused() {
         "namedLocations.json",
         r##"{"value":[{"@odata.type":"#microsoft.graph.ipNamedLocation","id":"l1","displayName":"HQ","ipRanges":[{"cidrAddress":"203.0.113.0/33"}]}]}"##,
     );
-    let out = gatehouse(
-        &["policies", "check", "--tenant", dir.0.to_str().unwrap()],
-        None,
-    );
+    let out = gatehouse(&["policies", "check", "--tenant", dir.0.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#"namedLocations.json: named location "HQ": ipRanges[0].cidrAddress: `203.0.113.0/33` is not an IPv4 or IPv6 range in CIDR notation"#), "{stdout}");
@@ -116,10 +107,7 @@ fn bad_requests_get_one_clear_line() {
     let cases: Vec<(String, &str)> = vec![
         ("".into(), "request (stdin): unexpected end of JSON"),
         ("not json".into(), "request (stdin): invalid JSON"),
-        (
-            missing.to_string(),
-            "request (stdin): signInContext: is required",
-        ),
+        (missing.to_string(), "request (stdin): signInContext: is required"),
         (
             bad_ip.to_string(),
             "request (stdin): signInConditions.ipAddress: `10.0.0.300` is not an IP address",
@@ -128,15 +116,9 @@ fn bad_requests_get_one_clear_line() {
             bad_platform.to_string(),
             "request (stdin): signInConditions.devicePlatform: `amiga` is not a valid device platform",
         ),
-        (
-            typo.to_string(),
-            "request (stdin): signInCondition: unknown property",
-        ),
+        (typo.to_string(), "request (stdin): signInCondition: unknown property"),
         ("[".repeat(300_000), "the request is larger than"),
-        (
-            format!("{}1{}", "[".repeat(1000), "]".repeat(1000)),
-            "request (stdin): invalid JSON",
-        ),
+        (format!("{}1{}", "[".repeat(1000), "]".repeat(1000)), "request (stdin): invalid JSON"),
     ];
     for (request, needle) in cases {
         let (code, _, stderr) = whatif(POLICY, &request);
@@ -147,20 +129,14 @@ fn bad_requests_get_one_clear_line() {
 
 #[test]
 fn missing_paths_and_empty_folders_are_clear_errors() {
-    let out = gatehouse(
-        &["policies", "check", "--tenant", "/nonexistent/tenant"],
-        None,
-    );
+    let out = gatehouse(&["policies", "check", "--tenant", "/nonexistent/tenant"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .starts_with("error: cannot read tenant `/nonexistent/tenant`")
     );
     let dir = Scratch::new();
-    let out = gatehouse(
-        &["policies", "check", "--tenant", dir.0.to_str().unwrap()],
-        None,
-    );
+    let out = gatehouse(&["policies", "check", "--tenant", dir.0.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no *.json files"));
 }
@@ -172,27 +148,14 @@ fn utf16_exports_with_a_bom_load() {
     bytes.extend(POLICY.encode_utf16().flat_map(u16::to_le_bytes));
     dir.write("policy.json", bytes);
     let out = gatehouse(
-        &[
-            "policies",
-            "check",
-            "--tenant",
-            dir.0.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
+        &["policies", "check", "--tenant", dir.0.to_str().unwrap(), "--format", "json"],
         None,
     );
     assert!(out.status.success());
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["policies"], 1);
     // "Blocks all users and excludes nobody" is the lock-out warning.
-    assert!(
-        report["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["code"] == "GH-LINT-003")
-    );
+    assert!(report["warnings"].as_array().unwrap().iter().any(|w| w["code"] == "GH-LINT-003"));
 }
 
 #[test]
@@ -201,10 +164,7 @@ fn cases_files_report_one_line_per_case_and_fail_the_run_on_a_miss() {
     dir.write("tenant/policy.json", POLICY);
     let pass = json!({"name": "blocked", "request": good_request(), "expect": {"applies": ["p1"], "exact": true, "blocked": true}});
     let fail = json!({"name": "not blocked?", "request": good_request(), "expect": {"applies": [], "blocked": false}});
-    let cases = dir.write(
-        "cases.jsonl",
-        format!("{pass}\n\n{fail}\n{}\n", good_request()),
-    );
+    let cases = dir.write("cases.jsonl", format!("{pass}\n\n{fail}\n{}\n", good_request()));
     let tenant = dir.0.join("tenant");
     let out = gatehouse(
         &[
@@ -236,18 +196,10 @@ fn cases_files_report_one_line_per_case_and_fail_the_run_on_a_miss() {
     assert_eq!(lines[2]["pass"], Value::Null);
     assert_eq!(lines[2]["applies"], json!(["p1"]));
 
-    let broken = dir.write(
-        "broken.jsonl",
-        format!("{pass}\n{{\"name\": \"x\", \"request\": {{}}}}\n"),
-    );
+    let broken =
+        dir.write("broken.jsonl", format!("{pass}\n{{\"name\": \"x\", \"request\": {{}}}}\n"));
     let out = gatehouse(
-        &[
-            "whatif",
-            "--tenant",
-            tenant.to_str().unwrap(),
-            "--cases",
-            broken.to_str().unwrap(),
-        ],
+        &["whatif", "--tenant", tenant.to_str().unwrap(), "--cases", broken.to_str().unwrap()],
         None,
     );
     assert_eq!(out.status.code(), Some(2));
@@ -265,13 +217,7 @@ fn mistakes_in_a_cases_file_cannot_pass_silently() {
     let run = |name: &str, text: String| {
         let cases = dir.write(name, text);
         gatehouse(
-            &[
-                "whatif",
-                "--tenant",
-                tenant.to_str().unwrap(),
-                "--cases",
-                cases.to_str().unwrap(),
-            ],
+            &["whatif", "--tenant", tenant.to_str().unwrap(), "--cases", cases.to_str().unwrap()],
             None,
         )
     };
@@ -299,19 +245,11 @@ fn mistakes_in_a_cases_file_cannot_pass_silently() {
 #[test]
 fn an_undecided_policy_is_reported_with_what_it_needs_not_as_the_outcome() {
     let dir = Scratch::new();
-    let legacy_block = POLICY.replace(
-        r#""users":{"#,
-        r#""clientAppTypes":["exchangeActiveSync","other"],"users":{"#,
-    );
+    let legacy_block = POLICY
+        .replace(r#""users":{"#, r#""clientAppTypes":["exchangeActiveSync","other"],"users":{"#);
     dir.write("policies/011.json", legacy_block);
     let out = gatehouse(
-        &[
-            "whatif",
-            "--tenant",
-            dir.0.to_str().unwrap(),
-            "--request",
-            "-",
-        ],
+        &["whatif", "--tenant", dir.0.to_str().unwrap(), "--request", "-"],
         Some(&good_request().to_string()),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -327,28 +265,15 @@ fn linked_folders_are_read_and_special_files_refused() {
     std::os::unix::fs::symlink(dir.0.join("real/policies"), dir.0.join("tenant/policies")).unwrap();
     let tenant = dir.0.join("tenant");
     let out = gatehouse(
-        &[
-            "policies",
-            "check",
-            "--tenant",
-            tenant.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
+        &["policies", "check", "--tenant", tenant.to_str().unwrap(), "--format", "json"],
         None,
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        report["policies"], 1,
-        "a linked folder of policies must not be skipped"
-    );
+    assert_eq!(report["policies"], 1, "a linked folder of policies must not be skipped");
 
     // A link back to the top is a loop: refused, not followed forever.
     std::os::unix::fs::symlink(&tenant, dir.0.join("tenant/loop")).unwrap();
-    let out = gatehouse(
-        &["policies", "check", "--tenant", tenant.to_str().unwrap()],
-        None,
-    );
+    let out = gatehouse(&["policies", "check", "--tenant", tenant.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nests deeper than"));
 
@@ -358,15 +283,7 @@ fn linked_folders_are_read_and_special_files_refused() {
     let fifo = fifo_dir.0.join("b.json");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
     if made.is_ok_and(|s| s.success()) {
-        let out = gatehouse(
-            &[
-                "policies",
-                "check",
-                "--tenant",
-                fifo_dir.0.to_str().unwrap(),
-            ],
-            None,
-        );
+        let out = gatehouse(&["policies", "check", "--tenant", fifo_dir.0.to_str().unwrap()], None);
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("is not a regular file"));
     }
@@ -379,13 +296,7 @@ fn a_huge_line_in_a_cases_file_is_refused_without_reading_it_all() {
     let cases = dir.write("cases.jsonl", "x".repeat(2 * 1024 * 1024));
     let tenant = dir.0.join("tenant");
     let out = gatehouse(
-        &[
-            "whatif",
-            "--tenant",
-            tenant.to_str().unwrap(),
-            "--cases",
-            cases.to_str().unwrap(),
-        ],
+        &["whatif", "--tenant", tenant.to_str().unwrap(), "--cases", cases.to_str().unwrap()],
         None,
     );
     assert_eq!(out.status.code(), Some(2));

@@ -14,16 +14,8 @@ use crate::support::{gatehouse, load, shared, sources};
 fn sets(corpus: &Path) -> Vec<(PathBuf, usize, usize)> {
     let mut out = vec![
         (corpus.join("AlexFilipin__ConditionalAccess"), 59, 0),
-        (
-            corpus.join("Clutch2View__nis2-conditional-access-policies"),
-            22,
-            5,
-        ),
-        (
-            corpus.join("goodworkaround__conditional-access-starter-pack"),
-            9,
-            0,
-        ),
+        (corpus.join("Clutch2View__nis2-conditional-access-policies"), 22, 5),
+        (corpus.join("goodworkaround__conditional-access-starter-pack"), 9, 0),
         (corpus.join("j0eyv__ConditionalAccessBaseline"), 36, 3),
     ];
     let ca = corpus.join("jsa2__caOptics/demodata");
@@ -57,24 +49,12 @@ fn every_corpus_set_loads_with_every_policy_counted() {
     for (path, policies, locations) in sets(&corpus) {
         let loaded = load(&path);
         assert_eq!(loaded.tenant.policies.len(), policies, "{}", path.display());
-        assert_eq!(
-            loaded.tenant.named_locations.len(),
-            locations,
-            "{}",
-            path.display()
-        );
+        assert_eq!(loaded.tenant.named_locations.len(), locations, "{}", path.display());
         total += policies;
 
         // The binary agrees: no errors, the same counts.
         let out = gatehouse(
-            &[
-                "policies",
-                "check",
-                "--tenant",
-                path.to_str().unwrap(),
-                "--format",
-                "json",
-            ],
+            &["policies", "check", "--tenant", path.to_str().unwrap(), "--format", "json"],
             None,
         );
         assert!(
@@ -101,19 +81,11 @@ fn the_json_round_trip_is_lossless() {
         let first = load(&path).tenant;
         let exported: Vec<SourceFile> = export(&first)
             .into_iter()
-            .map(|(name, v)| SourceFile {
-                name,
-                bytes: serde_json::to_vec_pretty(&v).unwrap(),
-            })
+            .map(|(name, v)| SourceFile { name, bytes: serde_json::to_vec_pretty(&v).unwrap() })
             .collect();
         let second = gatehouse_policy::load(&exported).unwrap().tenant;
         assert_eq!(first.policies, second.policies, "{}", path.display());
-        assert_eq!(
-            first.named_locations,
-            second.named_locations,
-            "{}",
-            path.display()
-        );
+        assert_eq!(first.named_locations, second.named_locations, "{}", path.display());
 
         // Every key of every original object survives, value for value; only a missing `id`
         // is added.
@@ -134,12 +106,7 @@ fn the_json_round_trip_is_lossless() {
             .map(|p| &p.raw)
             .chain(second.named_locations.iter().map(|l| &l.raw))
             .collect();
-        assert_eq!(
-            originals.len(),
-            exported_objects.len(),
-            "{}",
-            path.display()
-        );
+        assert_eq!(originals.len(), exported_objects.len(), "{}", path.display());
         let same = |o: &serde_json::Map<String, Value>, e: &serde_json::Map<String, Value>| {
             o.iter().all(|(k, v)| e.get(k) == Some(v))
                 && e.keys().all(|k| o.contains_key(k) || k == "id")
@@ -148,11 +115,7 @@ fn the_json_round_trip_is_lossless() {
             let o = o.as_object().unwrap();
             let at = exported_objects.iter().position(|e| same(o, e));
             let at = at.unwrap_or_else(|| {
-                panic!(
-                    "{}: {:?} did not survive",
-                    path.display(),
-                    o.get("displayName")
-                )
+                panic!("{}: {:?} did not survive", path.display(), o.get("displayName"))
             });
             exported_objects.swap_remove(at);
         }
@@ -193,44 +156,23 @@ fn corpus_policies_decide_as_the_semantics_say() {
     // A legacy-authentication block (exported from a real tenant, UTF-16 originally).
     let j0eyv = Snapshot::compile(&load(&corpus.join("j0eyv__ConditionalAccessBaseline")).tenant);
     assert_eq!(
-        applies(
-            &j0eyv,
-            &request(SOMEONE, SHAREPOINT, "exchangeActiveSync"),
-            "CA002"
-        ),
+        applies(&j0eyv, &request(SOMEONE, SHAREPOINT, "exchangeActiveSync"), "CA002"),
         Tri::Yes
     );
-    assert_eq!(
-        applies(&j0eyv, &request(SOMEONE, SHAREPOINT, "browser"), "CA002"),
-        Tri::No
-    );
+    assert_eq!(applies(&j0eyv, &request(SOMEONE, SHAREPOINT, "browser"), "CA002"), Tri::No);
 
     // caOptics: the Office365 suite, and excluding the legacy "all guests" value.
     let wla = Snapshot::compile(&load(&corpus.join("jsa2__caOptics/demodata/wLa.json")).tenant);
     assert_eq!(
-        applies(
-            &wla,
-            &request(SOMEONE, SHAREPOINT, "browser"),
-            "Handle Office 365"
-        ),
+        applies(&wla, &request(SOMEONE, SHAREPOINT, "browser"), "Handle Office 365"),
         Tri::Yes
     );
     assert_eq!(
-        applies(
-            &wla,
-            &request(SOMEONE, OTHER_APP, "browser"),
-            "Handle Office 365"
-        ),
+        applies(&wla, &request(SOMEONE, OTHER_APP, "browser"), "Handle Office 365"),
         Tri::No
     );
-    assert_eq!(
-        applies(&wla, &request(SOMEONE, OTHER_APP, "other"), "CA003"),
-        Tri::Yes
-    );
-    assert_eq!(
-        applies(&wla, &request(SOMEONE, OTHER_APP, "other"), "CA005"),
-        Tri::No
-    );
+    assert_eq!(applies(&wla, &request(SOMEONE, OTHER_APP, "other"), "CA003"), Tri::Yes);
+    assert_eq!(applies(&wla, &request(SOMEONE, OTHER_APP, "other"), "CA005"), Tri::No);
 
     // A user-action policy hits the action, never an app sign-in.
     let gwa = Snapshot::compile(
@@ -242,10 +184,7 @@ fn corpus_policies_decide_as_the_semantics_say() {
         "signInConditions": {"clientAppType": "browser"}
     }))
     .unwrap();
-    assert_eq!(
-        applies(&gwa, &action, "User action - Block register security info"),
-        Tri::Yes
-    );
+    assert_eq!(applies(&gwa, &action, "User action - Block register security info"), Tri::Yes);
     assert_eq!(
         applies(
             &gwa,
@@ -308,13 +247,7 @@ fn what_if_runs_on_every_corpus_set() {
             assert!(String::from_utf8_lossy(&out.stderr).contains("not in the tenant export"));
         }
         let text = gatehouse(
-            &[
-                "whatif",
-                "--tenant",
-                path.to_str().unwrap(),
-                "--request",
-                req.to_str().unwrap(),
-            ],
+            &["whatif", "--tenant", path.to_str().unwrap(), "--request", req.to_str().unwrap()],
             None,
         );
         assert!(text.status.success());

@@ -8,24 +8,11 @@ fn run_cases(tenant: &std::path::Path, cases: &std::path::Path) -> usize {
     let snapshot = Snapshot::compile(&load(tenant).tenant);
     let text = std::fs::read_to_string(cases).unwrap();
     let mut n = 0;
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let case = Case::from_json(&json::parse(line).unwrap(), i + 1).unwrap();
-        assert!(
-            case.expect.is_some(),
-            "{}: case without expectations",
-            case.name
-        );
+        assert!(case.expect.is_some(), "{}: case without expectations", case.name);
         let result = run_case(&snapshot, &case);
-        assert!(
-            result.passed(),
-            "{}: {}",
-            result.name,
-            result.failures.join("; ")
-        );
+        assert!(result.passed(), "{}: {}", result.name, result.failures.join("; "));
         n += 1;
     }
     n
@@ -37,10 +24,7 @@ fn every_travel_case_holds() {
         return;
     };
     let travel = shared.join("scenarios/travel");
-    assert_eq!(
-        run_cases(&travel.join("tenant"), &travel.join("cases.jsonl")),
-        9
-    );
+    assert_eq!(run_cases(&travel.join("tenant"), &travel.join("cases.jsonl")), 9);
 }
 
 #[test]
@@ -61,16 +45,10 @@ fn every_travel_case_holds_through_the_binary() {
         ],
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 9);
     assert!(lines.iter().all(|l| l["pass"] == true));
     assert!(String::from_utf8_lossy(&out.stderr).contains("9 passed, 0 failed"));
@@ -81,11 +59,7 @@ fn every_example_case_holds() {
     let contoso = repo_root().join("examples/contoso");
     assert!(run_cases(&contoso.join("tenant"), &contoso.join("cases.jsonl")) >= 20);
     let loaded = load(&contoso.join("tenant"));
-    assert!(
-        loaded.warnings.is_empty(),
-        "the example should be lint-clean: {:?}",
-        loaded.warnings
-    );
+    assert!(loaded.warnings.is_empty(), "the example should be lint-clean: {:?}", loaded.warnings);
 }
 
 #[test]
@@ -109,14 +83,9 @@ fn adele_is_blocked_in_france_until_she_joins_the_travel_group() {
     );
 
     // The access package adds her to CA-Internals-Travel: now only MFA is asked for.
-    let travel_group = tenant
-        .groups
-        .iter_mut()
-        .find(|g| g.display_name == "CA-Internals-Travel")
-        .unwrap();
-    travel_group
-        .members
-        .push("a0000000-0000-4000-8000-000000000001".into());
+    let travel_group =
+        tenant.groups.iter_mut().find(|g| g.display_name == "CA-Internals-Travel").unwrap();
+    travel_group.members.push("a0000000-0000-4000-8000-000000000001".into());
     let after = Snapshot::compile(&tenant);
     let d = after.evaluate(&request).decide(&Default::default());
     let gatehouse_policy::Outcome::ActionRequired { requirements } = &d.outcome else {
@@ -131,9 +100,6 @@ fn adele_is_blocked_in_france_until_she_joins_the_travel_group() {
     ]);
     let d = after
         .evaluate(&request)
-        .decide(&gatehouse_policy::AuthState {
-            methods,
-            ..Default::default()
-        });
+        .decide(&gatehouse_policy::AuthState { methods, ..Default::default() });
     assert_eq!(d.outcome, gatehouse_policy::Outcome::Granted);
 }

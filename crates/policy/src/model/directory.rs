@@ -51,19 +51,12 @@ pub struct Application {
 
 pub fn parse_user(o: Obj<'_>) -> FieldResult<User> {
     let id = normalize_id(o.required_string("id")?);
-    let is_guest = o
-        .string("userType")?
-        .is_some_and(|t| t.eq_ignore_ascii_case("guest"));
-    let invited = o
-        .string("creationType")?
-        .is_some_and(|t| t.eq_ignore_ascii_case("invitation"));
-    let external_state = o
-        .string("externalUserState")?
-        .is_some_and(|s| !s.trim().is_empty());
+    let is_guest = o.string("userType")?.is_some_and(|t| t.eq_ignore_ascii_case("guest"));
+    let invited = o.string("creationType")?.is_some_and(|t| t.eq_ignore_ascii_case("invitation"));
+    let external_state = o.string("externalUserState")?.is_some_and(|s| !s.trim().is_empty());
     // Invited accounts carry `#EXT#` in their UPN even when an export omits the other marks.
-    let ext_upn = o
-        .string("userPrincipalName")?
-        .is_some_and(|u| u.to_ascii_uppercase().contains("#EXT#"));
+    let ext_upn =
+        o.string("userPrincipalName")?.is_some_and(|u| u.to_ascii_uppercase().contains("#EXT#"));
     let manager = match o.get("manager") {
         Some(Value::String(s)) => Some(normalize_id(s)),
         Some(Value::Object(m)) => m.get("id").and_then(Value::as_str).map(normalize_id),
@@ -105,16 +98,12 @@ pub fn parse_user(o: Obj<'_>) -> FieldResult<User> {
 pub fn parse_group(o: Obj<'_>) -> FieldResult<Group> {
     let mut members = Vec::new();
     for (m, p) in o.objects("members")? {
-        members.push(normalize_id(
-            Obj { map: m, path: &p }.required_string("id")?,
-        ));
+        members.push(normalize_id(Obj { map: m, path: &p }.required_string("id")?));
     }
     // `members@odata.bind` as used in create bodies: ".../directoryObjects/{id}".
     for link in o.strings("members@odata.bind")? {
         if let Some(id) = link.rsplit('/').next() {
-            members.push(normalize_id(
-                id.trim_matches(|c| c == '\'' || c == '(' || c == ')'),
-            ));
+            members.push(normalize_id(id.trim_matches(|c| c == '\'' || c == '(' || c == ')')));
         }
     }
     Ok(Group {

@@ -30,10 +30,7 @@ pub enum ClientAppType {
 pub const CLIENT_APP_TYPES: &[(&str, ClientAppType)] = &[
     ("all", ClientAppType::All),
     ("browser", ClientAppType::Browser),
-    (
-        "mobileAppsAndDesktopClients",
-        ClientAppType::MobileAppsAndDesktopClients,
-    ),
+    ("mobileAppsAndDesktopClients", ClientAppType::MobileAppsAndDesktopClients),
     ("exchangeActiveSync", ClientAppType::ExchangeActiveSync),
     ("easSupported", ClientAppType::EasSupported),
     // Microsoft folded `easUnsupported` into `exchangeActiveSync`.
@@ -121,10 +118,7 @@ pub enum TransferMethod {
 pub const TRANSFER_METHODS: &[(&str, TransferMethod)] = &[
     ("none", TransferMethod::None),
     ("deviceCodeFlow", TransferMethod::DeviceCodeFlow),
-    (
-        "authenticationTransfer",
-        TransferMethod::AuthenticationTransfer,
-    ),
+    ("authenticationTransfer", TransferMethod::AuthenticationTransfer),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,15 +129,9 @@ pub enum UserAction {
 
 /// Policy spellings (`urn:user:…`) and the What-If request spellings map to the same actions.
 pub const USER_ACTIONS: &[(&str, UserAction)] = &[
-    (
-        "urn:user:registersecurityinfo",
-        UserAction::RegisterSecurityInfo,
-    ),
+    ("urn:user:registersecurityinfo", UserAction::RegisterSecurityInfo),
     ("urn:user:registerdevice", UserAction::RegisterOrJoinDevices),
-    (
-        "registerSecurityInformation",
-        UserAction::RegisterSecurityInfo,
-    ),
+    ("registerSecurityInformation", UserAction::RegisterSecurityInfo),
     ("registerOrJoinDevices", UserAction::RegisterOrJoinDevices),
 ];
 
@@ -162,10 +150,8 @@ pub enum FilterMode {
     Exclude,
 }
 
-pub const FILTER_MODES: &[(&str, FilterMode)] = &[
-    ("include", FilterMode::Include),
-    ("exclude", FilterMode::Exclude),
-];
+pub const FILTER_MODES: &[(&str, FilterMode)] =
+    &[("include", FilterMode::Include), ("exclude", FilterMode::Exclude)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GrantOperator {
@@ -243,18 +229,9 @@ pub enum GuestType {
 pub const GUEST_TYPES: &[(&str, Option<GuestType>)] = &[
     ("none", None),
     ("internalGuest", Some(GuestType::InternalGuest)),
-    (
-        "b2bCollaborationGuest",
-        Some(GuestType::B2bCollaborationGuest),
-    ),
-    (
-        "b2bCollaborationMember",
-        Some(GuestType::B2bCollaborationMember),
-    ),
-    (
-        "b2bDirectConnectUser",
-        Some(GuestType::B2bDirectConnectUser),
-    ),
+    ("b2bCollaborationGuest", Some(GuestType::B2bCollaborationGuest)),
+    ("b2bCollaborationMember", Some(GuestType::B2bCollaborationMember)),
+    ("b2bDirectConnectUser", Some(GuestType::B2bDirectConnectUser)),
     ("otherExternalUser", Some(GuestType::OtherExternalUser)),
     ("serviceProvider", Some(GuestType::ServiceProvider)),
     ("unknownFutureValue", None),
@@ -315,32 +292,14 @@ pub const METHOD_MODES: &[(&str, MethodMode)] = &[
     ("softwareOath", MethodMode::SoftwareOath),
     ("sms", MethodMode::Sms),
     ("fido2", MethodMode::Fido2),
-    (
-        "windowsHelloForBusiness",
-        MethodMode::WindowsHelloForBusiness,
-    ),
-    (
-        "microsoftAuthenticatorPush",
-        MethodMode::MicrosoftAuthenticatorPush,
-    ),
+    ("windowsHelloForBusiness", MethodMode::WindowsHelloForBusiness),
+    ("microsoftAuthenticatorPush", MethodMode::MicrosoftAuthenticatorPush),
     ("deviceBasedPush", MethodMode::DeviceBasedPush),
-    (
-        "temporaryAccessPassOneTime",
-        MethodMode::TemporaryAccessPassOneTime,
-    ),
-    (
-        "temporaryAccessPassMultiUse",
-        MethodMode::TemporaryAccessPassMultiUse,
-    ),
+    ("temporaryAccessPassOneTime", MethodMode::TemporaryAccessPassOneTime),
+    ("temporaryAccessPassMultiUse", MethodMode::TemporaryAccessPassMultiUse),
     ("email", MethodMode::Email),
-    (
-        "x509CertificateSingleFactor",
-        MethodMode::X509CertificateSingleFactor,
-    ),
-    (
-        "x509CertificateMultiFactor",
-        MethodMode::X509CertificateMultiFactor,
-    ),
+    ("x509CertificateSingleFactor", MethodMode::X509CertificateSingleFactor),
+    ("x509CertificateMultiFactor", MethodMode::X509CertificateMultiFactor),
     ("federatedSingleFactor", MethodMode::FederatedSingleFactor),
     ("federatedMultiFactor", MethodMode::FederatedMultiFactor),
     ("qrCodePin", MethodMode::QrCodePin),

@@ -39,9 +39,7 @@ impl NamedLocation {
 /// without it, from its fields (`locationType`, `ipRanges`, `countriesAndRegions`).
 pub fn location_kind_of(type_name: Option<&str>, obj: &Map<String, Value>) -> Option<&'static str> {
     let declared = type_name.map(str::to_owned).or_else(|| {
-        obj.get("locationType")
-            .and_then(Value::as_str)
-            .map(|s| s.to_ascii_lowercase())
+        obj.get("locationType").and_then(Value::as_str).map(|s| s.to_ascii_lowercase())
     });
     match declared.as_deref() {
         Some("ipnamedlocation") => Some("ip"),
@@ -62,10 +60,7 @@ pub fn parse_named_location(o: Obj<'_>, kind: &str, id: String) -> FieldResult<N
             let ranges_path = o.path.key("ipRanges");
             let mut ranges = Vec::new();
             for (range, path) in o.objects("ipRanges")? {
-                let r = Obj {
-                    map: range,
-                    path: &path,
-                };
+                let r = Obj { map: range, path: &path };
                 let cidr = r.required_string("cidrAddress")?;
                 ranges.push(parse_cidr(cidr, &path.key("cidrAddress"))?);
             }
@@ -81,10 +76,7 @@ pub fn parse_named_location(o: Obj<'_>, kind: &str, id: String) -> FieldResult<N
                     "at most 2000 IP ranges per named location",
                 ));
             }
-            LocationKind::Ip {
-                ranges,
-                trusted: o.bool("isTrusted")?.unwrap_or(false),
-            }
+            LocationKind::Ip { ranges, trusted: o.bool("isTrusted")?.unwrap_or(false) }
         }
         "country" => {
             let path = o.path.key("countriesAndRegions");
@@ -101,9 +93,7 @@ pub fn parse_named_location(o: Obj<'_>, kind: &str, id: String) -> FieldResult<N
             }
             LocationKind::Country {
                 countries,
-                include_unknown: o
-                    .bool("includeUnknownCountriesAndRegions")?
-                    .unwrap_or(false),
+                include_unknown: o.bool("includeUnknownCountriesAndRegions")?.unwrap_or(false),
             }
         }
         _ => LocationKind::CompliantNetwork,
@@ -112,21 +102,13 @@ pub fn parse_named_location(o: Obj<'_>, kind: &str, id: String) -> FieldResult<N
     if !raw.contains_key("id") {
         raw.insert("id".into(), Value::String(id.clone()));
     }
-    Ok(NamedLocation {
-        id,
-        display_name,
-        kind,
-        raw,
-    })
+    Ok(NamedLocation { id, display_name, kind, raw })
 }
 
 /// Entra accepts CIDR ranges with a prefix longer than /8, IPv4 or IPv6.
 pub fn parse_cidr(cidr: &str, path: &crate::json::JsonPath) -> FieldResult<IpNet> {
     let net: IpNet = cidr.trim().parse().map_err(|_| {
-        FieldError::new(
-            path,
-            format!("`{cidr}` is not an IPv4 or IPv6 range in CIDR notation"),
-        )
+        FieldError::new(path, format!("`{cidr}` is not an IPv4 or IPv6 range in CIDR notation"))
     })?;
     if net.prefix_len() <= 8 {
         return Err(FieldError::new(
@@ -141,9 +123,7 @@ pub fn parse_cidr(cidr: &str, path: &crate::json::JsonPath) -> FieldResult<IpNet
 pub fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map(IpNet::V4)
-                .unwrap_or(net),
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map(IpNet::V4).unwrap_or(net),
             None => net,
         },
         other => other,

@@ -193,22 +193,11 @@ pub type Notes = Vec<(JsonPath, String)>;
 pub fn parse_policy(obj: Obj<'_>, id: String, notes: &mut Notes) -> FieldResult<Policy> {
     let display_name = obj.string("displayName")?.unwrap_or_default().to_owned();
     let state_raw = obj.required_string("state")?;
-    let state = enum_value(
-        state_raw,
-        POLICY_STATES,
-        &obj.path.key("state"),
-        "policy state",
-    )?;
+    let state = enum_value(state_raw, POLICY_STATES, &obj.path.key("state"), "policy state")?;
     let (cond, cond_path) = obj
         .object("conditions")?
         .ok_or_else(|| FieldError::new(&obj.path.key("conditions"), "is required"))?;
-    let conditions = parse_conditions(
-        Obj {
-            map: cond,
-            path: &cond_path,
-        },
-        notes,
-    )?;
+    let conditions = parse_conditions(Obj { map: cond, path: &cond_path }, notes)?;
     let grant = match obj.object("grantControls")? {
         Some((m, p)) => parse_grant(Obj { map: m, path: &p }, notes)?,
         None => None,
@@ -221,15 +210,7 @@ pub fn parse_policy(obj: Obj<'_>, id: String, notes: &mut Notes) -> FieldResult<
     if !raw.contains_key("id") {
         raw.insert("id".into(), Value::String(id.clone()));
     }
-    Ok(Policy {
-        id,
-        display_name,
-        state,
-        conditions,
-        grant,
-        session,
-        raw,
-    })
+    Ok(Policy { id, display_name, state, conditions, grant, session, raw })
 }
 
 fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
@@ -265,17 +246,11 @@ fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
     let (apps, apps_path) = c
         .object("applications")?
         .ok_or_else(|| FieldError::new(&c.path.key("applications"), "is required"))?;
-    let (applications, app_filter) = parse_applications(Obj {
-        map: apps,
-        path: &apps_path,
-    })?;
+    let (applications, app_filter) = parse_applications(Obj { map: apps, path: &apps_path })?;
 
     let client_app_types = enum_list(c, "clientAppTypes", CLIENT_APP_TYPES, "client app type")?;
-    let client_app_types = if client_app_types.contains(&ClientAppType::All) {
-        Vec::new()
-    } else {
-        client_app_types
-    };
+    let client_app_types =
+        if client_app_types.contains(&ClientAppType::All) { Vec::new() } else { client_app_types };
 
     let platforms = match c.object("platforms")? {
         Some((m, p)) => {
@@ -316,10 +291,8 @@ fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
                 include_states: Vec::new(),
                 exclude_states: Vec::new(),
             });
-            d.include_states
-                .extend(o.strings("includeStates")?.iter().map(|s| s.to_string()));
-            d.exclude_states
-                .extend(o.strings("excludeStates")?.iter().map(|s| s.to_string()));
+            d.include_states.extend(o.strings("includeStates")?.iter().map(|s| s.to_string()));
+            d.exclude_states.extend(o.strings("excludeStates")?.iter().map(|s| s.to_string()));
             Some(d)
         }
     };
@@ -412,12 +385,7 @@ fn parse_guests(o: Obj<'_>, key: &str) -> FieldResult<Option<GuestsOrExternalUse
     let mut types = GuestTypes::NONE;
     let tpath = p.key("guestOrExternalUserTypes");
     for name in g.flags("guestOrExternalUserTypes")? {
-        types = types.with(enum_value(
-            name,
-            GUEST_TYPES,
-            &tpath,
-            "guest or external user type",
-        )?);
+        types = types.with(enum_value(name, GUEST_TYPES, &tpath, "guest or external user type")?);
     }
     let tenants = match g.object("externalTenants")? {
         None => ExternalTenants::All,
@@ -501,34 +469,19 @@ fn parse_devices(o: Obj<'_>) -> FieldResult<Option<DevicesCondition>> {
             Some((mode, rule))
         }
     };
-    let include_states: Vec<String> = o
-        .strings("includeDeviceStates")?
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let exclude_states: Vec<String> = o
-        .strings("excludeDeviceStates")?
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let include_states: Vec<String> =
+        o.strings("includeDeviceStates")?.iter().map(|s| s.to_string()).collect();
+    let exclude_states: Vec<String> =
+        o.strings("excludeDeviceStates")?.iter().map(|s| s.to_string()).collect();
     if filter.is_none() && include_states.is_empty() && exclude_states.is_empty() {
         return Ok(None);
     }
-    Ok(Some(DevicesCondition {
-        filter,
-        include_states,
-        exclude_states,
-    }))
+    Ok(Some(DevicesCondition { filter, include_states, exclude_states }))
 }
 
 fn parse_grant(o: Obj<'_>, notes: &mut Notes) -> FieldResult<Option<GrantControls>> {
     let operator = match o.string("operator")? {
-        Some(op) => enum_value(
-            op,
-            GRANT_OPERATORS,
-            &o.path.key("operator"),
-            "grant operator",
-        )?,
+        Some(op) => enum_value(op, GRANT_OPERATORS, &o.path.key("operator"), "grant operator")?,
         None => GrantOperator::Or,
     };
     let built_in = o
@@ -566,11 +519,7 @@ fn parse_grant(o: Obj<'_>, notes: &mut Notes) -> FieldResult<Option<GrantControl
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        terms_of_use: o
-            .strings("termsOfUse")?
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        terms_of_use: o.strings("termsOfUse")?.iter().map(|s| s.to_string()).collect(),
         authentication_strength,
     };
     let empty = controls.built_in.is_empty()
@@ -618,9 +567,8 @@ fn parse_session(o: Obj<'_>) -> FieldResult<SessionControls> {
                             ));
                         }
                     };
-                    let hours = u32::try_from(value.max(0))
-                        .unwrap_or(u32::MAX)
-                        .saturating_mul(hours_per);
+                    let hours =
+                        u32::try_from(value.max(0)).unwrap_or(u32::MAX).saturating_mul(hours_per);
                     (hours > 0).then_some(SignInFrequency::Hours(hours))
                 }
             } else {
@@ -656,11 +604,7 @@ fn parse_session(o: Obj<'_>) -> FieldResult<SessionControls> {
         Some((m, p)) => {
             let s = Obj { map: m, path: &p };
             if s.bool("isEnabled")?.unwrap_or(true) {
-                Some(
-                    s.string("cloudAppSecurityType")?
-                        .unwrap_or("mcasConfigured")
-                        .to_owned(),
-                )
+                Some(s.string("cloudAppSecurityType")?.unwrap_or("mcasConfigured").to_owned())
             } else {
                 None
             }

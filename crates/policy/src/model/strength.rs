@@ -56,21 +56,12 @@ const BUILT_IN: &[(&str, &str, &[&str])] = &[
     (
         PASSWORDLESS_STRENGTH_ID,
         "Passwordless MFA",
-        &[
-            "windowsHelloForBusiness",
-            "fido2",
-            "x509CertificateMultiFactor",
-            "deviceBasedPush",
-        ],
+        &["windowsHelloForBusiness", "fido2", "x509CertificateMultiFactor", "deviceBasedPush"],
     ),
     (
         PHISHING_RESISTANT_STRENGTH_ID,
         "Phishing-resistant MFA",
-        &[
-            "windowsHelloForBusiness",
-            "fido2",
-            "x509CertificateMultiFactor",
-        ],
+        &["windowsHelloForBusiness", "fido2", "x509CertificateMultiFactor"],
     ),
 ];
 
@@ -78,10 +69,8 @@ pub fn built_in_strengths() -> Vec<AuthenticationStrength> {
     BUILT_IN
         .iter()
         .map(|(id, name, combos)| {
-            let combinations = combos
-                .iter()
-                .map(|c| parse_combination(c).unwrap_or_default())
-                .collect();
+            let combinations =
+                combos.iter().map(|c| parse_combination(c).unwrap_or_default()).collect();
             AuthenticationStrength {
                 id: (*id).to_owned(),
                 display_name: (*name).to_owned(),
@@ -96,9 +85,7 @@ pub fn built_in_strengths() -> Vec<AuthenticationStrength> {
 fn parse_combination(raw: &str) -> Option<MethodSet> {
     let mut set = MethodSet::default();
     for part in raw.split(',').map(str::trim) {
-        let (_, m) = METHOD_MODES
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(part))?;
+        let (_, m) = METHOD_MODES.iter().find(|(n, _)| n.eq_ignore_ascii_case(part))?;
         set = set.with(*m);
     }
     (!set.is_empty()).then_some(set)
@@ -111,21 +98,14 @@ pub fn parse_strength(o: Obj<'_>, id: String) -> FieldResult<AuthenticationStren
     let mut combinations = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         for part in name.split(',') {
-            enum_value(
-                part,
-                METHOD_MODES,
-                &path.index(i),
-                "authentication method mode",
-            )?;
+            enum_value(part, METHOD_MODES, &path.index(i), "authentication method mode")?;
         }
         combinations.push(
             parse_combination(name)
                 .ok_or_else(|| FieldError::new(&path.index(i), "empty method combination"))?,
         );
     }
-    let built_in = o
-        .string("policyType")?
-        .is_some_and(|t| t.eq_ignore_ascii_case("builtIn"));
+    let built_in = o.string("policyType")?.is_some_and(|t| t.eq_ignore_ascii_case("builtIn"));
     Ok(AuthenticationStrength {
         id,
         display_name: o.string("displayName")?.unwrap_or_default().to_owned(),
@@ -141,10 +121,7 @@ mod tests {
     use crate::model::enums::MethodMode::*;
 
     fn strength(id: &str) -> AuthenticationStrength {
-        built_in_strengths()
-            .into_iter()
-            .find(|s| s.id == id)
-            .unwrap()
+        built_in_strengths().into_iter().find(|s| s.id == id).unwrap()
     }
 
     #[test]
