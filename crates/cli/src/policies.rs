@@ -25,6 +25,7 @@ pub fn check(args: &CheckArgs) -> Result<u8, Failure> {
         Ok(l) => (l.tenant.policies.len(), l.tenant.named_locations.len(), Vec::new(), l.warnings),
         Err(e) => (0, 0, e.errors, e.warnings),
     };
+    let mut text = String::new();
     match args.format {
         Format::Json => {
             let list = |d: &[Diagnostic]| d.iter().map(Diagnostic::to_json).collect::<Vec<_>>();
@@ -34,25 +35,26 @@ pub fn check(args: &CheckArgs) -> Result<u8, Failure> {
                 "errors": list(&errors),
                 "warnings": list(&warnings),
             });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            text = serde_json::to_string_pretty(&out).unwrap_or_default() + "\n";
         }
         Format::Text => {
             for e in &errors {
-                println!("error[{}]: {e}", e.code.as_str());
+                text += &format!("error[{}]: {e}\n", e.code.as_str());
             }
             for w in &warnings {
-                println!("warning[{}]: {w}", w.code.as_str());
+                text += &format!("warning[{}]: {w}\n", w.code.as_str());
             }
-            if errors.is_empty() {
-                println!(
-                    "ok: {policies} policies, {locations} named locations, {} warnings",
+            text += &if errors.is_empty() {
+                format!(
+                    "ok: {policies} policies, {locations} named locations, {} warnings\n",
                     warnings.len()
-                );
+                )
             } else {
-                println!("refused: {} errors, {} warnings", errors.len(), warnings.len());
-            }
+                format!("refused: {} errors, {} warnings\n", errors.len(), warnings.len())
+            };
         }
     }
+    crate::emit(&text)?;
     let failed = !errors.is_empty() || (args.deny_warnings && !warnings.is_empty());
     Ok(if failed { 1 } else { 0 })
 }

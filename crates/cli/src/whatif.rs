@@ -69,10 +69,10 @@ fn one(snapshot: &Snapshot, source: &str, format: Format) -> Result<u8, Failure>
         eprintln!("note: {n}");
     }
     match format {
-        Format::Json => {
-            println!("{}", serde_json::to_string_pretty(&eval.to_graph_json()).unwrap_or_default())
-        }
-        Format::Text => print!("{}", eval.to_text()),
+        Format::Json => crate::emit(
+            &(serde_json::to_string_pretty(&eval.to_graph_json()).unwrap_or_default() + "\n"),
+        )?,
+        Format::Text => crate::emit(&eval.to_text())?,
     }
     Ok(0)
 }
@@ -146,7 +146,14 @@ fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failu
                 writeln!(out, "FAIL  {} — {}", result.name, result.failures.join("; "))
             }
         };
-        written.map_err(|e| Failure::input(format!("cannot write output: {e}")))?;
+        match written {
+            Ok(()) => {}
+            // The reader went away (`| head`): stop quietly with what was decided so far.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(u8::from(failed > 0));
+            }
+            Err(e) => return Err(Failure::input(format!("cannot write output: {e}"))),
+        }
     }
     if passed + failed + unchecked == 0 {
         return Err(Failure::input(format!("{name}: no cases in the file")));

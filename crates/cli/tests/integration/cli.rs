@@ -305,3 +305,43 @@ fn a_huge_line_in_a_cases_file_is_refused_without_reading_it_all() {
             .contains("cases.jsonl:1: the line is longer than 256 KiB")
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    use std::io::Read;
+    // More output than a pipe buffers (64 KiB), so the writer really meets a closed pipe.
+    let dir = Scratch::new();
+    let policies: Vec<Value> = (0..400)
+        .map(|i| {
+            let mut p: Value = serde_json::from_str(POLICY).unwrap();
+            p["id"] = json!(format!("p{i}"));
+            p["displayName"] = json!(format!("{i:03} {}", "x".repeat(200)));
+            p
+        })
+        .collect();
+    dir.write("tenant/policies.json", json!({"value": policies}).to_string());
+    let request = dir.write("request.json", good_request().to_string());
+    let tenant = dir.0.join("tenant");
+    let (tenant, request) = (tenant.to_str().unwrap(), request.to_str().unwrap());
+    for args in [
+        vec!["whatif", "--tenant", tenant, "--request", request, "--format", "json"],
+        vec!["whatif", "--tenant", tenant, "--request", request],
+        vec!["policies", "check", "--tenant", tenant, "--format", "json"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one byte, then hang up, as `| head -c1` would.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 1];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
