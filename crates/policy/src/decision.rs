@@ -367,24 +367,12 @@ impl<'s> Evaluation<'s> {
             let controls = &cp.controls;
             let blocks = p.grant.as_ref().is_some_and(GrantControls::blocks);
             let operator = p.grant.as_ref().map_or(GrantOperator::Or, |g| g.operator);
-            // Controls are few (a handful at most): a bit per control, no allocation.
-            let unmet_bits = controls
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| !satisfied(cp, c))
-                .fold(0u64, |acc, (i, _)| acc | (1u64 << (i % 64)));
-            let unmet_count = unmet_bits.count_ones() as usize;
+            let unmet = || controls.iter().filter(|c| !satisfied(cp, c));
+            let unmet_count = unmet().count();
             let grant_met = match operator {
                 _ if controls.is_empty() => true,
                 GrantOperator::And => unmet_count == 0,
                 GrantOperator::Or => unmet_count < controls.len(),
-            };
-            let unmet = || {
-                controls
-                    .iter()
-                    .enumerate()
-                    .filter(move |(i, _)| unmet_bits & (1u64 << (i % 64)) != 0)
-                    .map(|(_, c)| c)
             };
             let result = match (enforced, blocks, grant_met) {
                 (true, true, _) => SignInResult::Failure,

@@ -784,3 +784,17 @@ fn dangerous_documents_are_refused_not_skipped() {
     let e = refused(vec![p]);
     assert!(e.contains("needs a positive value"), "{e}");
 }
+
+#[test]
+fn many_unsatisfiable_controls_under_or_stay_unmet() {
+    // Sixty-five custom controls nobody can satisfy: counting them must not wrap around.
+    let factors: Vec<String> = (0..65).map(|i| format!("custom{i}")).collect();
+    let s = snapshot(vec![policy(
+        "p",
+        "enabled",
+        json!({}),
+        json!({"operator": "OR", "customAuthenticationFactors": factors}),
+    )]);
+    let d = s.evaluate(&request(ADELE, SHAREPOINT, json!({}))).decide(&AuthState::default());
+    assert!(matches!(d.outcome, Outcome::ActionRequired { .. }), "{:?}", d.outcome);
+}
