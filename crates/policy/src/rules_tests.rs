@@ -798,3 +798,19 @@ fn many_unsatisfiable_controls_under_or_stay_unmet() {
     let d = s.evaluate(&request(ADELE, SHAREPOINT, json!({}))).decide(&AuthState::default());
     assert!(matches!(d.outcome, Outcome::ActionRequired { .. }), "{:?}", d.outcome);
 }
+
+#[test]
+fn agent_identity_policies_do_not_hit_ordinary_service_principals() {
+    let p = json!({"id": "agents", "displayName": "agents", "state": "enabled",
+        "conditions": {"users": {"includeUsers": ["None"]},
+                       "clientApplications": {"includeAgentIdServicePrincipals": ["All"]},
+                       "applications": {"includeApplications": ["All"]}},
+        "grantControls": {"builtInControls": ["block"]}});
+    let s = snapshot(vec![p]);
+    let r = SignInRequest::from_json(&json!({
+        "signInIdentity": {"@odata.type": "#microsoft.graph.servicePrincipalSignIn", "servicePrincipalId": "ab000000-0000-4000-8000-000000000001"},
+        "signInContext": {"includeApplications": [SHAREPOINT]}, "signInConditions": {}
+    }))
+    .unwrap();
+    assert_eq!(applies(&s, &r), (Tri::No, Reason::WorkloadIdentities));
+}

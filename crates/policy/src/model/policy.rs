@@ -222,8 +222,9 @@ fn parse_conditions(c: Obj<'_>, notes: &mut Notes) -> FieldResult<Conditions> {
     let client_applications = match c.object("clientApplications")? {
         Some((m, p)) => {
             let o = Obj { map: m, path: &p };
-            let mut include = ids(o.strings("includeServicePrincipals")?);
-            include.extend(ids(o.strings("includeAgentIdServicePrincipals")?));
+            let include = ids(o.strings("includeServicePrincipals")?);
+            // Agent identities (`includeAgentIdServicePrincipals`) are not service principals
+            // Gatehouse has: such a policy targets no workload identity here.
             let exclude = ids(o.strings("excludeServicePrincipals")?);
             if !o.is_absent("servicePrincipalFilter") {
                 sp_filter = true;
