@@ -78,7 +78,12 @@ fn collect(
         let meta = fs::metadata(&path)
             .map_err(|e| Failure::input(format!("cannot read `{}`: {e}", path.display())))?;
         if meta.is_dir() {
-            collect(&path, depth + 1, out, seen)?;
+            // Each real folder once: links fanning out to the same folders would otherwise
+            // make the walk exponential.
+            let real = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.insert(real) {
+                collect(&path, depth + 1, out, seen)?;
+            }
         } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
             if !meta.is_file() {
                 return Err(Failure::input(format!("`{}` is not a regular file", path.display())));

@@ -176,6 +176,8 @@ pub struct Evaluation<'s> {
 /// The sign-in's subject, resolved once.
 enum Subject<'a> {
     User {
+        /// The id the request names (lowercase).
+        id: &'a str,
         index: Option<u32>,
         guest: Option<GuestType>,
         tenant: Option<&'a str>,
@@ -199,6 +201,7 @@ impl Snapshot {
                     notices.push(Notice::UnknownUser(user_id.clone()));
                 }
                 Subject::User {
+                    id: user_id,
                     index,
                     guest: external_user_type.or(facts.and_then(|f| f.guest_type)),
                     tenant: external_tenant_id.as_deref(),
@@ -370,9 +373,11 @@ fn target_matches(cp: &CompiledPolicy, target: &Target, apps: &[Option<u32>]) ->
     let listed =
         |list: &[u32], app: Option<u32>| app.is_some_and(|i| list.binary_search(&i).is_ok());
     Tri::from_bool(match target {
-        Target::Apps(_) => apps
-            .iter()
-            .any(|app| (a.include_all || listed(&a.include, *app)) && !listed(&a.exclude, *app)),
+        Target::Apps(_) => apps.iter().any(|app| {
+            (a.include_all || listed(&a.include, *app))
+                && !a.exclude_all
+                && !listed(&a.exclude, *app)
+        }),
         Target::UserAction(action) => a.actions.contains(action),
         Target::AuthContext(ctx) => a.contexts.contains(ctx),
     })
@@ -380,9 +385,9 @@ fn target_matches(cp: &CompiledPolicy, target: &Target, apps: &[Option<u32>]) ->
 
 fn identity_matches(cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri {
     match subject {
-        Subject::User { index, guest, tenant, groups, roles } => match &cp.users {
+        Subject::User { id, index, guest, tenant, groups, roles } => match &cp.users {
             None => Tri::No,
-            Some(u) => users_match(u, *index, *guest, *tenant, groups, roles),
+            Some(u) => users_match(u, (id, *index), *guest, *tenant, groups, roles),
         },
         Subject::ServicePrincipal { ids } => match &cp.policy.conditions.client_applications {
             None => Tri::No,
@@ -400,17 +405,20 @@ fn identity_matches(cp: &CompiledPolicy, subject: &Subject<'_>) -> Tri {
 
 fn users_match(
     u: &CompiledUsers,
-    index: Option<u32>,
+    (id, index): (&str, Option<u32>),
     guest: Option<GuestType>,
     tenant: Option<&str>,
     groups: &Bits,
     roles: &Bits,
 ) -> Tri {
-    let direct = |ids: &[u32]| index.is_some_and(|i| ids.contains(&i));
+    let direct = |ids: &[u32], others: &[String]| match index {
+        Some(i) => ids.contains(&i),
+        None => others.iter().any(|o| o == id),
+    };
     let include = Tri::from_bool(
         u.include_all
             || (u.include_any_guest && guest.is_some())
-            || direct(&u.include_users)
+            || direct(&u.include_users, &u.include_other_ids)
             || groups.contains_any(&u.include_groups)
             || roles.contains_any(&u.include_roles),
     )
@@ -421,7 +429,7 @@ fn users_match(
     let exclude = Tri::from_bool(
         u.exclude_all
             || (u.exclude_any_guest && guest.is_some())
-            || direct(&u.exclude_users)
+            || direct(&u.exclude_users, &u.exclude_other_ids)
             || groups.contains_any(&u.exclude_groups)
             || roles.contains_any(&u.exclude_roles),
     )
@@ -575,7 +583,7 @@ impl<'r> LocationFacts<'r> {
         if include == Tri::No {
             return Tri::No;
         }
-        let mut exclude = Tri::No;
+        let mut exclude = Tri::from_bool(l.exclude_all);
         if l.exclude_trusted {
             exclude = exclude.or(self.trusted);
         }

@@ -319,6 +319,30 @@ fn parse_conditions(o: Obj<'_>) -> FieldResult<SignInConditions> {
 }
 
 fn parse_device(o: Obj<'_>) -> FieldResult<DeviceAttributes> {
+    // A misspelt device attribute would silently make the device look unregistered.
+    let mut allowed: Vec<String> = [
+        "deviceId",
+        "displayName",
+        "enrollmentProfileName",
+        "manufacturer",
+        "model",
+        "operatingSystem",
+        "operatingSystemVersion",
+        "ownership",
+        "deviceOwnership",
+        "isCompliant",
+        "mdmAppId",
+        "physicalIds",
+        "systemLabels",
+        "profileType",
+        "trustType",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    allowed.extend((1..=15).map(|i| format!("extensionAttribute{i}")));
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    reject_unknown(o, &allowed)?;
     let s = |key: &str| -> FieldResult<Option<String>> { Ok(o.string(key)?.map(str::to_owned)) };
     let mut extension_attributes: [Option<String>; 15] = Default::default();
     for (i, slot) in extension_attributes.iter_mut().enumerate() {

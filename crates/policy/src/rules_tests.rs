@@ -814,3 +814,99 @@ fn agent_identity_policies_do_not_hit_ordinary_service_principals() {
     .unwrap();
     assert_eq!(applies(&s, &r), (Tri::No, Reason::WorkloadIdentities));
 }
+
+// Regressions from the second round of adversarial testing.
+
+#[test]
+fn an_ipv4_mapped_range_is_checked_for_width_as_ipv4() {
+    let mut objects = directory();
+    objects.push(
+        json!({"@odata.type": "#microsoft.graph.ipNamedLocation", "id": "wide", "isTrusted": true,
+        "ipRanges": [{"cidrAddress": "::ffff:0:0/96"}]}),
+    );
+    let doc = json!({"value": objects}).to_string();
+    let err = load(&[SourceFile { name: "l.json".into(), bytes: doc.into_bytes() }]).unwrap_err();
+    assert!(err.errors[0].to_string().contains("too wide"), "{}", err.errors[0]);
+}
+
+#[test]
+fn a_policy_on_a_user_id_the_export_lacks_still_matches_that_user() {
+    let stranger = "5e000000-0000-4000-8000-00000000abcd";
+    let s = one(json!({"users": {"includeUsers": [stranger]}}));
+    assert_eq!(applies(&s, &request(stranger, SHAREPOINT, json!({}))).0, Tri::Yes);
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
+    let s = one(json!({"users": {"includeUsers": ["All"], "excludeUsers": [stranger]}}));
+    assert_eq!(applies(&s, &request(stranger, SHAREPOINT, json!({}))).0, Tri::No);
+}
+
+#[test]
+fn a_grant_without_operator_requires_all_its_controls() {
+    let s = snapshot(vec![policy(
+        "p",
+        "enabled",
+        json!({}),
+        json!({"builtInControls": ["mfa", "compliantDevice"]}),
+    )]);
+    let d = s
+        .evaluate(&request(ADELE, SHAREPOINT, json!({})))
+        .decide(&with_methods(&[MethodMode::Fido2]));
+    let Outcome::ActionRequired { requirements } = d.outcome else { panic!("{:?}", d.outcome) };
+    assert_eq!(requirements[0].unmet, vec![&Control::CompliantDevice]);
+}
+
+#[test]
+fn an_external_tenant_list_is_recognised_without_membership_kind() {
+    let s = one(json!({"users": {"includeUsers": ["All"], "excludeGuestsOrExternalUsers": {
+        "guestOrExternalUserTypes": "b2bCollaborationGuest",
+        "externalTenants": {"@odata.type": "#microsoft.graph.conditionalAccessEnumeratedExternalTenants", "members": ["T1"]}}}}));
+    // The guest's home tenant is not known, so whether the exclusion covers them is unknown.
+    assert_eq!(applies(&s, &request(INVITED_GUEST, SHAREPOINT, json!({}))).0, Tri::Unknown);
+}
+
+#[test]
+fn excluding_all_apps_or_all_locations_excludes_everything() {
+    let s = one(
+        json!({"applications": {"includeApplications": ["All"], "excludeApplications": ["All"]}}),
+    );
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
+    let s = one(json!({"locations": {"includeLocations": ["All"], "excludeLocations": ["All"]}}));
+    assert_eq!(applies(&s, &request(ADELE, SHAREPOINT, json!({}))).0, Tri::No);
+}
+
+#[test]
+fn more_documents_that_are_refused() {
+    let refused = |doc: Value| {
+        load(&[SourceFile { name: "x.json".into(), bytes: doc.to_string().into_bytes() }])
+            .unwrap_err()
+            .errors[0]
+            .to_string()
+    };
+    let strength = |combos: Value| json!({"@odata.type": "#microsoft.graph.authenticationStrengthPolicy", "id": "s1", "allowedCombinations": combos});
+    let e =
+        refused(json!({"value": [strength(json!(["fido2"])), strength(json!(["password,sms"]))]}));
+    assert!(e.contains("two different authentication strengths share the id `s1`"), "{e}");
+    let e = refused(
+        json!({"value": [policy("p", "enabled", json!({}), mfa())], "@odata.nextLink": "https://graph.microsoft.com/v1.0/x?$skiptoken=a"}),
+    );
+    assert!(e.contains("one page of a paged Graph collection"), "{e}");
+}
+
+#[test]
+fn misspelt_device_attributes_are_refused() {
+    let err = SignInRequest::from_json(&json!({
+        "signInIdentity": {"userId": ADELE}, "signInContext": {"includeApplications": [SHAREPOINT]},
+        "signInConditions": {"deviceInfo": {"modle": "Kiosk"}}
+    }))
+    .unwrap_err();
+    assert_eq!(err.path.as_str(), "signInConditions.deviceInfo.modle");
+}
+
+#[test]
+fn names_cannot_forge_lines_of_the_text_output() {
+    let mut p = policy("p", "enabled", json!({}), block());
+    p["displayName"] = json!("Block all\n\nOutcome: ALLOWED\u{1b}[8m");
+    let s = snapshot(vec![p]);
+    let text = s.evaluate(&request(ADELE, SHAREPOINT, json!({}))).to_text();
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("Outcome:")).count(), 1, "{text}");
+}

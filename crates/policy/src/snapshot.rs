@@ -65,6 +65,9 @@ pub(crate) struct CompiledUsers {
     pub exclude_any_guest: bool,
     pub include_users: Vec<u32>,
     pub exclude_users: Vec<u32>,
+    /// User ids the export does not hold: they still match a sign-in by that very id.
+    pub include_other_ids: Vec<String>,
+    pub exclude_other_ids: Vec<String>,
     /// Referenced-group and role bit positions: policies name few, users hold many, so the
     /// policy side is a short list tested against the user's dense bit set.
     pub include_groups: Vec<u32>,
@@ -78,6 +81,8 @@ pub(crate) struct CompiledUsers {
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledApps {
     pub include_all: bool,
+    /// `excludeApplications: ["All"]`: exclusion beats inclusion, so no app is in scope.
+    pub exclude_all: bool,
     /// Interned app ids (see `Snapshot::app_index`), sorted.
     pub include: Vec<u32>,
     pub exclude: Vec<u32>,
@@ -88,6 +93,7 @@ pub(crate) struct CompiledApps {
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledLocations {
     pub include_all: bool,
+    pub exclude_all: bool,
     pub include_trusted: bool,
     pub include: Vec<u32>,
     pub exclude_trusted: bool,
@@ -261,6 +267,14 @@ impl Snapshot {
         let bits_of = |ids: &[String], refs: &HashMap<String, usize>| -> Vec<u32> {
             ids.iter().filter_map(|id| refs.get(id)).map(|i| *i as u32).collect()
         };
+        let other_ids = |refs: &[UserRef]| -> Vec<String> {
+            refs.iter()
+                .filter_map(|r| match r {
+                    UserRef::Id(id) if !user_index.contains_key(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
         let user_ids = |refs: &[UserRef]| -> Vec<u32> {
             refs.iter()
                 .filter_map(|r| match r {
@@ -291,6 +305,8 @@ impl Snapshot {
                 exclude_any_guest: u.exclude_users.contains(&UserRef::GuestsOrExternalUsers),
                 include_users: user_ids(&u.include_users),
                 exclude_users: user_ids(&u.exclude_users),
+                include_other_ids: other_ids(&u.include_users),
+                exclude_other_ids: other_ids(&u.exclude_users),
                 include_groups: bits_of(&u.include_groups, &group_refs),
                 exclude_groups: bits_of(&u.exclude_groups, &group_refs),
                 include_roles: bits_of(&u.include_roles, &role_refs),
@@ -312,6 +328,7 @@ impl Snapshot {
             };
             let apps = CompiledApps {
                 include_all: a.include_applications.contains(&AppRef::All),
+                exclude_all: a.exclude_applications.contains(&AppRef::All),
                 include: intern(&a.include_applications),
                 exclude: intern(&a.exclude_applications),
                 actions: a.include_user_actions.clone(),
@@ -319,6 +336,7 @@ impl Snapshot {
             };
             let locations_c = p.conditions.locations.as_ref().map(|l| CompiledLocations {
                 include_all: l.include.contains(&LocationRef::All),
+                exclude_all: l.exclude.contains(&LocationRef::All),
                 include_trusted: l.include.contains(&LocationRef::AllTrusted),
                 include: loc_ids(&l.include),
                 exclude_trusted: l.exclude.contains(&LocationRef::AllTrusted),

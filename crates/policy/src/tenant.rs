@@ -97,6 +97,16 @@ impl Loader {
             Err(e) => return self.errors.push(diag(Code::Json, e)),
         };
         // One object, an array of objects, or a Graph collection `{"value": [...]}`.
+        // One page of a paged collection is not the collection: the rest would be missing.
+        if let Value::Object(m) = &doc
+            && m.contains_key("@odata.nextLink")
+        {
+            return self.errors.push(diag(
+                Code::InvalidField,
+                "is one page of a paged Graph collection (`@odata.nextLink`): export every page"
+                    .into(),
+            ));
+        }
         let (items, base): (Vec<&Value>, JsonPath) = match &doc {
             Value::Array(a) => (a.iter().collect(), JsonPath::root()),
             Value::Object(m)
@@ -272,6 +282,27 @@ impl Loader {
             "groups",
             &mut found,
         );
+        // Strengths carry no raw copy: compare what they allow.
+        let mut strengths: HashMap<&str, &Vec<String>> = HashMap::new();
+        for st in &t.strengths {
+            if let Some(first) = strengths.insert(&st.id, &st.combination_names)
+                && *first != st.combination_names
+            {
+                found.push((
+                    false,
+                    Diagnostic {
+                        code: Code::DuplicateId,
+                        file: String::new(),
+                        object: Some(format!("authentication strength {:?}", st.display_name)),
+                        path: Some("id".into()),
+                        message: format!(
+                            "two different authentication strengths share the id `{}`",
+                            st.id
+                        ),
+                    },
+                ));
+            }
+        }
         for (identical, d) in found {
             if identical { self.warnings.push(d) } else { self.errors.push(d) }
         }

@@ -58,7 +58,7 @@ impl Evaluation<'_> {
                 controls =
                     if controls.is_empty() { session } else { format!("{controls}; {session}") };
             }
-            rows.push([p.display_name.clone(), state.to_owned(), applies, controls]);
+            rows.push([printable(&p.display_name), state.to_owned(), applies, controls]);
         }
         let headers = ["POLICY", "STATE", "APPLIES", "CONTROLS"];
         let widths: Vec<usize> = (0..4)
@@ -118,7 +118,7 @@ impl Evaluation<'_> {
             let enforced = if p.state == PolicyState::Enabled { "" } else { " (report-only)" };
             out.push_str(&format!(
                 "Undetermined: \"{}\"{enforced} {effect} if it applies; supply {}\n",
-                p.display_name,
+                printable(&p.display_name),
                 needs.join(", ")
             ));
         }
@@ -144,7 +144,7 @@ impl Evaluation<'_> {
     fn name_of(&self, id: &str) -> String {
         self.policies()
             .find(|(p, _)| p.id == id)
-            .map(|(p, _)| format!("\"{}\"", p.display_name))
+            .map(|(p, _)| format!("\"{}\"", printable(&p.display_name)))
             .unwrap_or_else(|| id.to_owned())
     }
 
@@ -156,6 +156,18 @@ impl Evaluation<'_> {
                 && p.grant.as_ref().is_some_and(GrantControls::blocks)
         })
     }
+}
+
+/// A name from an export, safe to print: control characters (new lines, terminal escapes) are
+/// shown escaped, so a policy name cannot forge or hide lines of the output.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> =
+                if c.is_control() { c.escape_default().collect() } else { vec![c] };
+            escaped
+        })
+        .collect()
 }
 
 fn describe_session(s: &crate::model::policy::SessionControls) -> String {
@@ -225,6 +237,13 @@ impl Case {
             Some((m, p)) => {
                 let e = Obj { map: m, path: &p };
                 crate::request::reject_unknown(e, &["applies", "exact", "blocked"])?;
+                let exact = e.bool("exact")?.unwrap_or(false);
+                if e.strings("applies")?.is_empty() && !exact && e.bool("blocked")?.is_none() {
+                    return Err(FieldError::new(
+                        &p,
+                        "checks nothing: give `applies`, `exact: true` or `blocked`",
+                    ));
+                }
                 Some(Expectation {
                     applies: e
                         .strings("applies")?

@@ -230,6 +230,10 @@ fn mistakes_in_a_cases_file_cannot_pass_silently() {
     let inner = json!({"name": "x", "request": good_request(), "expect": {"apply": ["p1"]}});
     let out = run("inner.jsonl", format!("{inner}\n"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expect.apply: unknown property"));
+    let vacuous = json!({"name": "x", "request": good_request(), "expect": {}});
+    let out = run("vacuous.jsonl", format!("{vacuous}\n"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expect: checks nothing"));
     let out = run("empty.jsonl", "\n\n".into());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no cases in the file"));
@@ -271,11 +275,15 @@ fn linked_folders_are_read_and_special_files_refused() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["policies"], 1, "a linked folder of policies must not be skipped");
 
-    // A link back to the top is a loop: refused, not followed forever.
+    // A link back to the top is a loop: each real folder and file is read once, so the loop
+    // ends and nothing is counted twice.
     std::os::unix::fs::symlink(&tenant, dir.0.join("tenant/loop")).unwrap();
-    let out = gatehouse(&["policies", "check", "--tenant", tenant.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nests deeper than"));
+    let out = gatehouse(
+        &["policies", "check", "--tenant", tenant.to_str().unwrap(), "--format", "json"],
+        None,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["policies"], 1);
 
     // A FIFO would block for ever.
     let fifo_dir = Scratch::new();
@@ -344,4 +352,26 @@ fn a_reader_that_goes_away_is_not_a_crash() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(out.status.code().is_some_and(|c| c <= 1), "{args:?}: {:?} {stderr}", out.status);
     }
+}
+
+#[test]
+fn links_fanning_out_to_the_same_folder_are_walked_once() {
+    let dir = Scratch::new();
+    dir.write("tenant/level0/p.json", POLICY);
+    // Each level links four times to the next: a naive walk would visit 4^12 folders.
+    for level in 0..12 {
+        let here = dir.0.join(format!("tenant/level{level}"));
+        let next = dir.0.join(format!("tenant/level{}", level + 1));
+        std::fs::create_dir_all(&next).unwrap();
+        for k in 0..4 {
+            std::os::unix::fs::symlink(&next, here.join(format!("to{k}"))).unwrap();
+        }
+    }
+    let tenant = dir.0.join("tenant");
+    let out = gatehouse(
+        &["policies", "check", "--tenant", tenant.to_str().unwrap(), "--format", "json"],
+        None,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["policies"], 1);
 }

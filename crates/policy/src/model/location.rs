@@ -110,13 +110,16 @@ pub fn parse_cidr(cidr: &str, path: &crate::json::JsonPath) -> FieldResult<IpNet
     let net: IpNet = cidr.trim().parse().map_err(|_| {
         FieldError::new(path, format!("`{cidr}` is not an IPv4 or IPv6 range in CIDR notation"))
     })?;
+    // Checked after an IPv4-mapped range becomes the IPv4 range it is: `::ffff:0:0/96` is
+    // `0.0.0.0/0`, every IPv4 address.
+    let net = canonical_net(net.trunc());
     if net.prefix_len() <= 8 {
         return Err(FieldError::new(
             path,
             format!("`{cidr}` is too wide: the prefix must be longer than /8"),
         ));
     }
-    Ok(canonical_net(net.trunc()))
+    Ok(net)
 }
 
 /// `::ffff:a.b.c.d/n` (n ≥ 96) is the IPv4 range `a.b.c.d/(n-96)`: the same hosts.

@@ -392,7 +392,15 @@ fn parse_guests(o: Obj<'_>, key: &str) -> FieldResult<Option<GuestsOrExternalUse
         None => ExternalTenants::All,
         Some((tm, tp)) => {
             let t = Obj { map: tm, path: &tp };
-            let kind = t.string("membershipKind")?.unwrap_or("all");
+            // Without `membershipKind`, the type or a `members` list says it is an enumeration:
+            // reading it as "all tenants" would widen an exclusion.
+            let enumerated_type =
+                crate::json::odata_type(tm).is_some_and(|t| t.contains("enumerated"));
+            let kind = match t.string("membershipKind")? {
+                Some(k) => k,
+                None if enumerated_type || !t.is_absent("members") => "enumerated",
+                None => "all",
+            };
             if kind.eq_ignore_ascii_case("enumerated") {
                 ExternalTenants::Enumerated(ids(t.strings("members")?))
             } else if kind.eq_ignore_ascii_case("all") {
@@ -481,9 +489,11 @@ fn parse_devices(o: Obj<'_>) -> FieldResult<Option<DevicesCondition>> {
 }
 
 fn parse_grant(o: Obj<'_>, notes: &mut Notes) -> FieldResult<Option<GrantControls>> {
+    // Without an operator, several controls are all required (the portal's default, and the
+    // safe reading); with one control the operator does not matter.
     let operator = match o.string("operator")? {
         Some(op) => enum_value(op, GRANT_OPERATORS, &o.path.key("operator"), "grant operator")?,
-        None => GrantOperator::Or,
+        None => GrantOperator::And,
     };
     let built_in = o
         .strings("builtInControls")?
