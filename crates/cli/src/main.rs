@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "gatehouse",
     version,
-    about = "Self-hosted Conditional Access: What-If and policy checks over Microsoft Graph exports"
+    about = "Self-hosted Conditional Access: What-If and policy checks over Microsoft Graph exports",
+    after_help = "Examples:\n  gatehouse whatif --tenant examples/contoso/tenant --cases examples/contoso/cases.jsonl\n  gatehouse whatif --tenant examples/contoso/tenant --request signin.json --format json\n  gatehouse policies check --tenant path/to/export\n\nExit codes: 0 success; 1 a check or a case failed; 2 bad input.\nDocumentation: README.md and docs/ in the repository."
 )]
 struct Cli {
     #[command(subcommand)]
