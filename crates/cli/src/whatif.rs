@@ -122,11 +122,10 @@ fn many(snapshot: &Snapshot, path: &PathBuf, format: Format) -> Result<u8, Failu
         })?;
         let case = Case::from_json(&value, n)
             .map_err(|e| Failure::input(format!("{name}:{n}: {}: {}", e.path, e.message)))?;
-        let eval_notices = snapshot.evaluate(&case.request).notices;
-        for note in eval_notices {
+        let result = run_case(snapshot, &case);
+        for note in &result.notices {
             eprintln!("note: {name}:{n}: {note}");
         }
-        let result = run_case(snapshot, &case);
         match (result.checked, result.passed()) {
             (false, _) => unchecked += 1,
             (true, true) => passed += 1,

@@ -13,7 +13,7 @@ pub enum Code {
     InvalidField,
     /// Two different objects share an id.
     DuplicateId,
-    /// An object we do not recognise was skipped.
+    /// An object Gatehouse does not recognise: refused, since it could be hiding policies.
     UnknownObject,
     /// A policy had no id; a stable one was derived from its file and position.
     DerivedId,

@@ -771,6 +771,9 @@ fn dangerous_documents_are_refused_not_skipped() {
     // An unrecognised wrapper could be hiding policies.
     let e = refused(vec![json!({"policies": [policy("p", "enabled", json!({}), block())]})]);
     assert!(e.contains("is not an object Gatehouse recognises"), "{e}");
+    let doc = json!({"value": [{"policies": []}]}).to_string();
+    let err = load(&[SourceFile { name: "x.json".into(), bytes: doc.into_bytes() }]).unwrap_err();
+    assert_eq!(err.errors[0].code, crate::diagnostic::Code::UnknownObject);
     // Two different users with one id would make membership depend on file order.
     let e = refused(vec![
         json!({"@odata.type": "#microsoft.graph.user", "id": "u1", "userType": "Member"}),

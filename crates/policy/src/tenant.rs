@@ -218,7 +218,7 @@ impl Loader {
         };
         if let Err(e) = result {
             self.errors.push(Diagnostic {
-                code: Code::InvalidField,
+                code: if kind == Kind::Unknown { Code::UnknownObject } else { Code::InvalidField },
                 file: file.name.clone(),
                 object: Some(label),
                 path: Some(e.path.to_string()),

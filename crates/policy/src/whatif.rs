@@ -273,6 +273,8 @@ pub struct CaseResult {
     pub blocked: bool,
     pub outcome: String,
     pub failures: Vec<String>,
+    /// What the caller should tell the person running the case (unknown users, apps…).
+    pub notices: Vec<crate::evaluate::Notice>,
 }
 
 impl CaseResult {
@@ -337,8 +339,10 @@ pub fn run_case(snapshot: &crate::snapshot::Snapshot, case: &Case) -> CaseResult
             failures.push(format!("expected blocked={b}, got blocked={blocked}"));
         }
     }
+    let notices = eval.notices;
     CaseResult {
         checked: case.expect.is_some(),
+        notices,
         name: case.name.clone(),
         applies,
         blocked,

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::json::{FieldResult, JsonPath, Obj, normalize_id, odata_type};
+use crate::json::{FieldResult, Obj, normalize_id, odata_type};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
@@ -146,8 +146,4 @@ pub fn parse_application(o: Obj<'_>) -> FieldResult<Application> {
         display_name: o.string("displayName")?.unwrap_or_default().to_owned(),
         raw: o.map.clone(),
     })
-}
-
-pub fn root() -> JsonPath {
-    JsonPath::root()
 }
