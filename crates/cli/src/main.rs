@@ -5,6 +5,7 @@
 
 mod files;
 mod policies;
+mod server;
 mod whatif;
 
 use std::process::ExitCode;
@@ -15,8 +16,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "gatehouse",
     version,
-    about = "Self-hosted Conditional Access: What-If and policy checks over Microsoft Graph exports",
-    after_help = "Examples:\n  gatehouse whatif --tenant examples/contoso/tenant --cases examples/contoso/cases.jsonl\n  gatehouse whatif --tenant examples/contoso/tenant --request signin.json --format json\n  gatehouse policies check --tenant path/to/export\n\nExit codes: 0 success; 1 a check or a case failed; 2 bad input.\nDocumentation: README.md and docs/ in the repository."
+    about = "Self-hosted Conditional Access, Temporary Access Pass and a Microsoft-Graph-compatible API",
+    after_help = "Examples:\n  gatehouse serve --demo\n  gatehouse admin bootstrap --upn admin@example.test\n  gatehouse import --tenant path/to/export\n  gatehouse whatif --tenant examples/contoso/tenant --cases examples/contoso/cases.jsonl\n  gatehouse whatif --tenant examples/contoso/tenant --request signin.json --format json\n  gatehouse policies check --tenant path/to/export\n\nExit codes: 0 success; 1 a check or a case failed; 2 bad input.\nDocumentation: README.md and docs/ in the repository."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +33,21 @@ enum Command {
         #[command(subcommand)]
         command: PoliciesCommand,
     },
+    /// Run the server: Graph API, sign-in, Conditional Access (SQLite in ./data by default).
+    Serve(server::ServeArgs),
+    /// Load a tenant export (the What-If format) into the store.
+    Import(server::ImportArgs),
+    /// Administration of the store.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Make a user Global Administrator (creating them if needed) and print an API token once.
+    Bootstrap(server::BootstrapArgs),
 }
 
 #[derive(Subcommand)]
@@ -75,6 +91,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Whatif(args) => whatif::run(&args),
         Command::Policies { command: PoliciesCommand::Check(args) } => policies::check(&args),
+        Command::Serve(args) => server::serve(&args),
+        Command::Import(args) => server::import(&args),
+        Command::Admin { command: AdminCommand::Bootstrap(args) } => server::bootstrap(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

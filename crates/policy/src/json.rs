@@ -47,6 +47,16 @@ impl FieldError {
     }
 }
 
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.as_str().is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
 pub type FieldResult<T> = Result<T, FieldError>;
 
 /// Turns file bytes into text: UTF-8 (BOM optional) or UTF-16 LE/BE (BOM, or detected from the

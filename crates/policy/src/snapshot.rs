@@ -407,6 +407,7 @@ impl Snapshot {
                     built_in: true,
                     combinations: Vec::new(),
                     combination_names: Vec::new(),
+                    raw: serde_json::Map::new(),
                 }),
             strengths,
             service_principals,

@@ -12,4 +12,9 @@
 mod cli;
 mod corpus;
 mod scenarios;
+mod server_ca;
+mod server_directory;
+mod server_signin;
+mod server_support;
+mod store_contract;
 mod support;

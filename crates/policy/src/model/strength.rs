@@ -12,6 +12,8 @@ pub struct AuthenticationStrength {
     pub combinations: Vec<MethodSet>,
     /// The original comma-joined spellings, for output.
     pub combination_names: Vec<String>,
+    /// The object as read (empty for built-ins), so export and the API return it unchanged.
+    pub raw: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AuthenticationStrength {
@@ -77,6 +79,7 @@ pub fn built_in_strengths() -> Vec<AuthenticationStrength> {
                 built_in: true,
                 combinations,
                 combination_names: combos.iter().map(|c| (*c).to_owned()).collect(),
+                raw: serde_json::Map::new(),
             }
         })
         .collect()
@@ -112,6 +115,7 @@ pub fn parse_strength(o: Obj<'_>, id: String) -> FieldResult<AuthenticationStren
         built_in,
         combinations,
         combination_names: names.iter().map(|s| (*s).to_owned()).collect(),
+        raw: o.map.clone(),
     })
 }
 

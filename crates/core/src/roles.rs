@@ -1,0 +1,178 @@
+//! Entra directory roles (by their stable template ids) and the areas each may read or change.
+//!
+//! Least privilege: each area names the roles Microsoft documents as sufficient for it, and no
+//! others. `docs/api.md` lists the result per route; the authorization matrix test proves it.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    GlobalAdministrator,
+    GlobalReader,
+    ConditionalAccessAdministrator,
+    AuthenticationAdministrator,
+    PrivilegedAuthenticationAdministrator,
+    AuthenticationPolicyAdministrator,
+    UserAdministrator,
+    GroupsAdministrator,
+    SecurityReader,
+    ReportsReader,
+}
+
+impl Role {
+    pub const ALL: [Role; 10] = [
+        Role::GlobalAdministrator,
+        Role::GlobalReader,
+        Role::ConditionalAccessAdministrator,
+        Role::AuthenticationAdministrator,
+        Role::PrivilegedAuthenticationAdministrator,
+        Role::AuthenticationPolicyAdministrator,
+        Role::UserAdministrator,
+        Role::GroupsAdministrator,
+        Role::SecurityReader,
+        Role::ReportsReader,
+    ];
+
+    /// The role template id (also the `roleDefinitionId` of built-in role assignments).
+    pub fn template_id(self) -> &'static str {
+        match self {
+            Role::GlobalAdministrator => "62e90394-69f5-4237-9190-012177145e10",
+            Role::GlobalReader => "f2ef992c-3afb-46b9-b7cf-a126ee74c451",
+            Role::ConditionalAccessAdministrator => "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9",
+            Role::AuthenticationAdministrator => "c4e39bd9-1100-46d3-8c65-fb160da0071f",
+            Role::PrivilegedAuthenticationAdministrator => "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+            Role::AuthenticationPolicyAdministrator => "0526716b-113d-4c15-b2c8-68e3c22b9f80",
+            Role::UserAdministrator => "fe930be7-5e62-47db-91af-98c3a49a38b1",
+            Role::GroupsAdministrator => "fdd7a751-b60b-444a-984c-02652fe8fa1c",
+            Role::SecurityReader => "5d6b6bb7-de71-4623-b4af-96380a352509",
+            Role::ReportsReader => "4a5d8f65-41da-4de4-8968-e035b65339cf",
+        }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Role::GlobalAdministrator => "Global Administrator",
+            Role::GlobalReader => "Global Reader",
+            Role::ConditionalAccessAdministrator => "Conditional Access Administrator",
+            Role::AuthenticationAdministrator => "Authentication Administrator",
+            Role::PrivilegedAuthenticationAdministrator => {
+                "Privileged Authentication Administrator"
+            }
+            Role::AuthenticationPolicyAdministrator => "Authentication Policy Administrator",
+            Role::UserAdministrator => "User Administrator",
+            Role::GroupsAdministrator => "Groups Administrator",
+            Role::SecurityReader => "Security Reader",
+            Role::ReportsReader => "Reports Reader",
+        }
+    }
+
+    pub fn from_template_id(id: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.template_id().eq_ignore_ascii_case(id))
+    }
+
+    /// Roles that make their holder an administrator for TAP purposes: an Authentication
+    /// Administrator may act only on users who hold none of these.
+    pub fn is_privileged(self) -> bool {
+        !matches!(self, Role::ReportsReader)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.display_name())
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed (sign-in, health).
+    Anonymous,
+    /// Any valid session or API token; the handler limits what it shows to the caller's own data.
+    SignedIn,
+    /// A session holding at least one of these roles.
+    Roles(&'static [Role]),
+}
+
+use Role::*;
+
+/// The areas of the API, each with the roles that may use it.
+pub mod area {
+    use super::*;
+
+    pub const DIRECTORY_READ: &[Role] = &[
+        GlobalAdministrator,
+        GlobalReader,
+        UserAdministrator,
+        GroupsAdministrator,
+        ConditionalAccessAdministrator,
+        AuthenticationAdministrator,
+        PrivilegedAuthenticationAdministrator,
+        AuthenticationPolicyAdministrator,
+        SecurityReader,
+    ];
+    pub const USERS_WRITE: &[Role] = &[GlobalAdministrator, UserAdministrator];
+    pub const GROUPS_WRITE: &[Role] = &[GlobalAdministrator, UserAdministrator, GroupsAdministrator];
+    /// Role assignments, applications and devices: Global Administrator only among our roles.
+    pub const TENANT_WRITE: &[Role] = &[GlobalAdministrator];
+    pub const CA_READ: &[Role] = &[
+        GlobalAdministrator,
+        GlobalReader,
+        ConditionalAccessAdministrator,
+        SecurityReader,
+    ];
+    pub const CA_WRITE: &[Role] = &[GlobalAdministrator, ConditionalAccessAdministrator];
+    pub const AUTH_POLICY_READ: &[Role] = &[
+        GlobalAdministrator,
+        GlobalReader,
+        AuthenticationPolicyAdministrator,
+        SecurityReader,
+    ];
+    pub const AUTH_POLICY_WRITE: &[Role] = &[GlobalAdministrator, AuthenticationPolicyAdministrator];
+    pub const USER_METHODS_READ: &[Role] = &[
+        GlobalAdministrator,
+        GlobalReader,
+        AuthenticationAdministrator,
+        PrivilegedAuthenticationAdministrator,
+    ];
+    /// Whom each may act on is checked per target (`may_manage_methods_of`).
+    pub const USER_METHODS_WRITE: &[Role] = &[
+        GlobalAdministrator,
+        AuthenticationAdministrator,
+        PrivilegedAuthenticationAdministrator,
+    ];
+    pub const REPORTS_READ: &[Role] =
+        &[GlobalAdministrator, GlobalReader, SecurityReader, ReportsReader];
+}
+
+/// May a caller holding `caller` roles create or delete authentication methods of a user who
+/// holds `target` roles? (Entra: Authentication Administrators only for non-admins.)
+pub fn may_manage_methods_of(caller: &[Role], target: &[Role]) -> bool {
+    if caller.iter().any(|r| matches!(r, GlobalAdministrator | PrivilegedAuthenticationAdministrator))
+    {
+        return true;
+    }
+    caller.contains(&AuthenticationAdministrator) && !target.iter().any(|r| r.is_privileged())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_ids_round_trip() {
+        for r in Role::ALL {
+            assert_eq!(Role::from_template_id(r.template_id()), Some(r));
+            assert_eq!(Role::from_template_id(&r.template_id().to_uppercase()), Some(r));
+        }
+    }
+
+    #[test]
+    fn authentication_administrators_manage_only_non_admins() {
+        assert!(may_manage_methods_of(&[AuthenticationAdministrator], &[]));
+        assert!(may_manage_methods_of(&[AuthenticationAdministrator], &[ReportsReader]));
+        assert!(!may_manage_methods_of(&[AuthenticationAdministrator], &[UserAdministrator]));
+        assert!(may_manage_methods_of(&[PrivilegedAuthenticationAdministrator], &[GlobalAdministrator]));
+        assert!(!may_manage_methods_of(&[GroupsAdministrator], &[]));
+    }
+}

@@ -1,0 +1,109 @@
+//! Who is calling: the bearer token becomes a [`Caller`] with the roles the directory gives
+//! them now (a role removed takes effect on the next request).
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use gatehouse_core::auth::secret;
+use gatehouse_core::roles::{Access, Role};
+
+use super::error::ApiError;
+use crate::session::Session;
+use crate::state::AppState;
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: String,
+    pub user_principal_name: String,
+    pub roles: Vec<Role>,
+    pub session: Session,
+}
+
+impl Caller {
+    /// The acting user, for audit records.
+    pub fn audit_actor(&self) -> Option<(String, String)> {
+        Some((self.user_id.clone(), self.user_principal_name.clone()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthenticated("Access token is empty."))
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Resolves a token to its live session: memory first, then the store.
+pub async fn session_for(state: &AppState, token: &str) -> Result<Option<Session>, ApiError> {
+    let hash = secret::hash(token);
+    let cached = state.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&hash).cloned();
+    let session = match cached {
+        Some(s) => Some(s),
+        None => {
+            let found = state.store.find_session(&hash).await?;
+            if let Some(s) = &found {
+                let mut cache = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() > 100_000 {
+                    cache.clear();
+                }
+                cache.insert(hash, s.clone());
+            }
+            found
+        }
+    };
+    Ok(session.filter(|s| s.is_live(state.now())))
+}
+
+pub async fn authorize(state: AppState, access: Access, mut req: Request, next: Next) -> Response {
+    if access == Access::Anonymous {
+        return next.run(req).await;
+    }
+    let Some(token) = bearer(&req) else {
+        return ApiError::unauthenticated("Access token is empty.").into_response();
+    };
+    let session = match session_for(&state, token).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return ApiError::unauthenticated("Access token has expired or is not valid.")
+                .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    let caller = {
+        let dir = state.dir();
+        let Some(user) = dir.user(&session.user_id).filter(|u| u.account_enabled) else {
+            return ApiError::unauthenticated("The user of this token is disabled or deleted.")
+                .into_response();
+        };
+        Caller {
+            user_id: user.id.clone(),
+            user_principal_name: user.user_principal_name.clone().unwrap_or_default(),
+            roles: dir.roles_of(&user.id),
+            session,
+        }
+    };
+    if let Access::Roles(allowed) = access {
+        // A session granted only for registering security info is not an admin session.
+        let registration_only =
+            caller.session.target.as_deref().is_some_and(|t| t.starts_with("userAction:"));
+        if registration_only || !caller.roles.iter().any(|r| allowed.contains(r)) {
+            return ApiError::forbidden("Insufficient privileges to complete the operation.")
+                .into_response();
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}

@@ -1,0 +1,133 @@
+//! Graph conventions shared by every route: JSON bodies with Graph errors, query pairs decoded
+//! the way OData expects, and the entity and collection envelopes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use gatehouse_core::roles::Access;
+use serde_json::{Map, Value, json};
+
+use super::error::ApiError;
+use super::Api;
+use crate::state::AppState;
+
+/// A JSON object body. Malformed JSON, a non-object, or a body over the size limit is a Graph
+/// `badRequest`, never a 500.
+pub struct Body(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "requestTooLarge", "The request body is too large.")
+            } else {
+                ApiError::bad_request(format!("Cannot read the request body: {e}"))
+            }
+        })?;
+        if bytes.is_empty() {
+            return Ok(Body(Map::new()));
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => Ok(Body(m)),
+            Ok(_) => Err(ApiError::bad_request("The request body must be a JSON object.")),
+            Err(e) => Err(ApiError::bad_request(format!("Invalid JSON in the request body: {e}"))),
+        }
+    }
+}
+
+/// The query string as decoded pairs. `+` stays `+` (OData clients percent-encode spaces, and
+/// unquoted `+00:00` offsets must survive).
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or("");
+        let mut pairs = Vec::new();
+        for piece in raw.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
+            pairs.push((percent_decode(k)?, percent_decode(v)?));
+        }
+        Ok(QueryPairs(pairs))
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                ApiError::bad_request(format!("Malformed percent-encoding in the query string near '{}'.", &s[i..]))
+            })?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad_request("The query string is not UTF-8."))
+}
+
+/// `{base}/v1.0` as clients reach it.
+pub fn base(state: &AppState) -> String {
+    format!("{}/v1.0", state.config.public_url())
+}
+
+/// `@odata.context` for a path such as `users` or `users/{id}/memberOf`.
+pub fn context(state: &AppState, path: &str) -> String {
+    format!("{}/$metadata#{path}", base(state))
+}
+
+/// A single entity with its `@odata.context`.
+pub fn entity(state: &AppState, path: &str, value: Value) -> Value {
+    let mut out = Map::new();
+    out.insert("@odata.context".into(), context(state, &format!("{path}/$entity")).into());
+    if let Value::Object(m) = value {
+        out.extend(m);
+    }
+    Value::Object(out)
+}
+
+/// A collection page.
+pub fn collection(state: &AppState, path: &str, items: Vec<Value>, next_link: Option<String>, count: Option<usize>) -> Value {
+    let mut out = Map::new();
+    out.insert("@odata.context".into(), context(state, path).into());
+    if let Some(c) = count {
+        out.insert("@odata.count".into(), c.into());
+    }
+    if let Some(n) = next_link {
+        out.insert("@odata.nextLink".into(), n.into());
+    }
+    out.insert("value".into(), Value::Array(items));
+    Value::Object(out)
+}
+
+pub fn ok(value: Value) -> Response {
+    (StatusCode::OK, Json(value)).into_response()
+}
+
+pub fn created(value: Value) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    ok(json!({"status": "ok", "version": state.applied_version()}))
+}
+
+pub fn health_routes(api: Api) -> Api {
+    api.route(Method::GET, "/healthz", Access::Anonymous, "Liveness and the applied store version", health)
+}

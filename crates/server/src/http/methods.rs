@@ -1,0 +1,7 @@
+//! (being built)
+
+use super::Api;
+
+pub fn routes(api: Api) -> Api {
+    api
+}

@@ -1,0 +1,141 @@
+//! The HTTP edge: the Graph-compatible API under `/v1.0`, the sign-in API under `/signin`.
+//!
+//! Every route is registered through [`Api::route`] with the roles that may call it, so the
+//! router, the authorization check, `docs/api.md` and the authorization-matrix test all come
+//! from one table.
+
+pub mod auth;
+pub mod ca;
+pub mod directory;
+pub mod error;
+pub mod graph;
+pub mod logs;
+pub mod methods;
+pub mod signin;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::handler::Handler;
+use axum::http::{Method, Uri};
+use axum::middleware::Next;
+use axum::routing::{MethodFilter, on};
+use gatehouse_core::roles::Access;
+
+pub use auth::Caller;
+pub use error::{ApiError, ApiResult};
+
+use crate::state::AppState;
+
+/// One route, as documented and as enforced.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+}
+
+pub struct Api {
+    state: AppState,
+    router: Router<AppState>,
+    pub specs: Vec<RouteSpec>,
+}
+
+impl Api {
+    pub fn new(state: AppState) -> Self {
+        Api { state, router: Router::new(), specs: Vec::new() }
+    }
+
+    /// Registers `handler` for `method path`, callable only with `access`.
+    pub fn route<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        access: Access,
+        summary: &'static str,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = match MethodFilter::try_from(method.clone()) {
+            Ok(f) => f,
+            Err(_) => return self,
+        };
+        let guard = axum::middleware::from_fn_with_state(
+            self.state.clone(),
+            move |State(state): State<AppState>, req: Request, next: Next| {
+                auth::authorize(state, access, req, next)
+            },
+        );
+        self.router = self.router.route(path, on(filter, handler).route_layer(guard));
+        self.specs.push(RouteSpec { method, path, access, summary });
+        self
+    }
+
+    pub fn merge(self, f: impl FnOnce(Api) -> Api) -> Api {
+        f(self)
+    }
+
+    pub fn into_router(self) -> (Router, Vec<RouteSpec>) {
+        let max_body = self.state.config.limits.max_body_bytes;
+        let router = self
+            .router
+            .fallback(not_found)
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+            .with_state(self.state);
+        (router, self.specs)
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "BadRequest",
+        format!("Resource not found for the segment in '{method} {}'.", uri.path()),
+    )
+}
+
+/// Every route the server serves.
+pub fn api(state: AppState) -> Api {
+    Api::new(state)
+        .merge(graph::health_routes)
+        .merge(directory::routes)
+        .merge(ca::routes)
+        .merge(methods::routes)
+        .merge(signin::routes)
+        .merge(logs::routes)
+}
+
+/// The whole application: routes plus the request-path normalisation that must run before
+/// routing (the Python SDK, given a base URL with a trailing slash, sends `//`).
+pub fn app(state: AppState) -> (axum::Router, Vec<RouteSpec>) {
+    let (router, specs) = api(state).into_router();
+    let app = Router::new().fallback_service(router).layer(axum::middleware::map_request(collapse_slashes));
+    (app, specs)
+}
+
+async fn collapse_slashes(mut req: Request) -> Request {
+    let uri = req.uri();
+    if uri.path().contains("//") {
+        let mut path = String::with_capacity(uri.path().len());
+        for c in uri.path().chars() {
+            if !(c == '/' && path.ends_with('/')) {
+                path.push(c);
+            }
+        }
+        let pq = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        if let Ok(p) = pq.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(p);
+            if let Ok(u) = Uri::from_parts(parts) {
+                *req.uri_mut() = u;
+            }
+        }
+    }
+    req
+}

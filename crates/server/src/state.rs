@@ -1,0 +1,141 @@
+//! The node's shared state: the store, the in-memory directory, and the compiled Conditional
+//! Access snapshot that every sign-in reads.
+//!
+//! The directory and snapshot are always a committed version of the store. Writers commit, then
+//! call [`AppState::sync`], which applies the change log up to the newest version (theirs
+//! included) and swaps in a freshly compiled snapshot before the writer answers: the next
+//! sign-in on this node sees the change. Other nodes run the same `sync` when PostgreSQL
+//! notifies them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use arc_swap::ArcSwap;
+use gatehouse_core::Directory;
+use gatehouse_policy::Snapshot;
+use tokio::sync::Mutex;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::geo::Geo;
+use crate::session::Session;
+use crate::store::{Store, StoreError};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub geo: Option<Geo>,
+    directory: RwLock<Directory>,
+    snapshot: ArcSwap<Snapshot>,
+    applied: AtomicI64,
+    sync_lock: Mutex<()>,
+    /// Sessions by token hash, filled on first use; dropped when their user's sessions are
+    /// revoked (the change log tells every node).
+    pub sessions: std::sync::Mutex<HashMap<String, Session>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Loads the directory from the store and compiles the first snapshot.
+    pub async fn load(
+        store: Store,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        geo: Option<Geo>,
+    ) -> Result<AppState, StoreError> {
+        let rows = store.load_directory().await?;
+        let mut dir = Directory::new();
+        dir.replace_all(rows.tenant, rows.devices, rows.auth_methods_policy);
+        let snapshot = Snapshot::compile(dir.tenant());
+        Ok(AppState(Arc::new(Inner {
+            store,
+            config,
+            clock,
+            geo,
+            directory: RwLock::new(dir),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            applied: AtomicI64::new(rows.version),
+            sync_lock: Mutex::new(()),
+            sessions: std::sync::Mutex::new(HashMap::new()),
+        })))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// A read view of the directory. Hold it briefly: writers of memory wait for it.
+    pub fn dir(&self) -> RwLockReadGuard<'_, Directory> {
+        self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current compiled snapshot; it stays valid as long as it is held.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The store version the memory reflects.
+    pub fn applied_version(&self) -> i64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    /// Applies every committed change not yet in memory, then recompiles the snapshot if
+    /// Conditional Access could be affected. Returns the version now applied.
+    pub async fn sync(&self) -> Result<i64, StoreError> {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        let from = self.applied_version();
+        let batches = self.store.changes_since(from).await?;
+        let Some(last) = batches.last().map(|(v, _)| *v) else {
+            return Ok(from);
+        };
+        let (mut recompile, mut reload, mut revoked) = (false, false, Vec::new());
+        {
+            let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
+            for (version, changes) in &batches {
+                let (effect, errors) = dir.apply_all(changes);
+                for e in errors {
+                    tracing::error!(version, "change log entry not applied: {e}");
+                }
+                recompile |= effect.recompile;
+                reload |= effect.reload;
+                revoked.extend(effect.revoke_sessions_of);
+            }
+        }
+        let mut applied = last;
+        if reload {
+            let rows = self.store.load_directory().await?;
+            let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
+            dir.replace_all(rows.tenant, rows.devices, rows.auth_methods_policy);
+            applied = applied.max(rows.version);
+            revoked.push(String::new()); // everything: drop the whole session cache
+        }
+        if recompile {
+            let state = self.clone();
+            let snapshot = tokio::task::spawn_blocking(move || Snapshot::compile(state.dir().tenant()))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("snapshot compile task: {e}")))?;
+            self.snapshot.store(Arc::new(snapshot));
+        }
+        if !revoked.is_empty() {
+            let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if revoked.iter().any(String::is_empty) {
+                cache.clear();
+            } else {
+                cache.retain(|_, s| !revoked.contains(&s.user_id));
+            }
+        }
+        self.applied.store(applied, Ordering::SeqCst);
+        Ok(applied)
+    }
+}
