@@ -63,3 +63,32 @@ pub async fn run(store: &Store) -> Result<()> {
     w.tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// The two dialects must create the same tables and indexes, migration by migration.
+    #[test]
+    fn both_dialects_define_the_same_objects() {
+        let names = |sql: &str| -> Vec<String> {
+            let mut v: Vec<String> = sql
+                .split(';')
+                .filter_map(|stmt| {
+                    let words: Vec<&str> = stmt.split_whitespace().collect();
+                    let at = words.iter().position(|w| w.eq_ignore_ascii_case("TABLE") || w.eq_ignore_ascii_case("INDEX"))?;
+                    words.get(at + 1).map(|n| n.to_ascii_lowercase())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let mut last = 0;
+        for m in MIGRATIONS {
+            assert!(m.version > last, "migration versions must increase");
+            last = m.version;
+            assert_eq!(names(m.sqlite), names(m.postgres), "migration {}", m.version);
+            assert!(!names(m.sqlite).is_empty());
+        }
+    }
+}
