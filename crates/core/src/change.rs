@@ -11,30 +11,79 @@ use serde_json::{Map, Value};
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Change {
     /// A user's Graph object (without navigation properties) and their manager.
-    PutUser { user: Map<String, Value>, manager: Option<String> },
-    DeleteUser { id: String },
+    PutUser {
+        user: Map<String, Value>,
+        manager: Option<String>,
+    },
+    DeleteUser {
+        id: String,
+    },
     /// A group's Graph object; members change separately.
-    PutGroup { group: Map<String, Value> },
-    DeleteGroup { id: String },
-    AddMember { group: String, member: String },
-    RemoveMember { group: String, member: String },
+    PutGroup {
+        group: Map<String, Value>,
+    },
+    DeleteGroup {
+        id: String,
+    },
+    AddMember {
+        group: String,
+        member: String,
+    },
+    RemoveMember {
+        group: String,
+        member: String,
+    },
     /// `unifiedRoleAssignment`: `id`, `principalId`, `roleDefinitionId`, `directoryScopeId`.
-    PutRoleAssignment { assignment: Map<String, Value> },
-    DeleteRoleAssignment { id: String },
-    PutServicePrincipal { service_principal: Map<String, Value> },
-    DeleteServicePrincipal { id: String },
-    PutDevice { device: Map<String, Value> },
-    DeleteDevice { id: String },
-    PutPolicy { policy: Map<String, Value> },
-    DeletePolicy { id: String },
-    PutNamedLocation { location: Map<String, Value> },
-    DeleteNamedLocation { id: String },
-    PutStrength { strength: Map<String, Value> },
-    DeleteStrength { id: String },
+    PutRoleAssignment {
+        assignment: Map<String, Value>,
+    },
+    DeleteRoleAssignment {
+        id: String,
+    },
+    PutServicePrincipal {
+        service_principal: Map<String, Value>,
+    },
+    DeleteServicePrincipal {
+        id: String,
+    },
+    PutDevice {
+        device: Map<String, Value>,
+    },
+    DeleteDevice {
+        id: String,
+    },
+    PutPolicy {
+        policy: Map<String, Value>,
+    },
+    DeletePolicy {
+        id: String,
+    },
+    PutNamedLocation {
+        location: Map<String, Value>,
+    },
+    DeleteNamedLocation {
+        id: String,
+    },
+    PutStrength {
+        strength: Map<String, Value>,
+    },
+    DeleteStrength {
+        id: String,
+    },
     /// The authentication methods policy with its method configurations.
-    PutAuthMethodsPolicy { policy: Value },
+    PutAuthMethodsPolicy {
+        policy: Value,
+    },
     /// Sessions and API tokens of a user stop working (password reset, TAP replaced, disabled).
-    RevokeSessions { user_id: String },
+    RevokeSessions {
+        user_id: String,
+    },
+    /// The sessions signed in with Temporary Access Pass `tap_id` of `user_id` end (the pass was
+    /// replaced or deleted); the user's other sessions stay.
+    EndTapSessions {
+        user_id: String,
+        tap_id: String,
+    },
     /// Everything was rewritten (an import): reload the whole directory from the store.
     Reload,
 }

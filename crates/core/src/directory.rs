@@ -45,7 +45,12 @@ impl Index {
     }
 
     /// Removes by swapping the last item into the hole; `id_of` re-indexes the moved item.
-    fn remove<T>(&mut self, items: &mut Vec<T>, id: &str, id_of: impl Fn(&T) -> String) -> Option<T> {
+    fn remove<T>(
+        &mut self,
+        items: &mut Vec<T>,
+        id: &str,
+        id_of: impl Fn(&T) -> String,
+    ) -> Option<T> {
         let i = self.0.remove(id)?;
         if i >= items.len() {
             return None;
@@ -114,12 +119,20 @@ fn root_obj<'a>(map: &'a Value, path: &'a JsonPath) -> Result<Obj<'a>, ApplyErro
 /// Parses one policy-crate object (policy, named location, strength) the way an import does,
 /// so the API validates exactly as the engine loads.
 pub fn load_one(kind_file: &str, object: &Map<String, Value>) -> Result<Tenant, String> {
-    let bytes = serde_json::to_vec(object).map_err(|e| e.to_string())?;
-    let loaded = gatehouse_policy::load(&[SourceFile { name: kind_file.to_owned(), bytes }])
-        .map_err(|e| {
-            e.errors.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; ")
-        })?;
+    let loaded = check_one(kind_file, object)
+        .map_err(|e| e.errors.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "))?;
     Ok(loaded.tenant)
+}
+
+/// As [`load_one`], keeping the diagnostics (each with its JSON path) and the warnings: the API
+/// says where an object is wrong.
+pub fn check_one(
+    kind_file: &str,
+    object: &Map<String, Value>,
+) -> Result<gatehouse_policy::Loaded, gatehouse_policy::LoadError> {
+    // Serialising a `Map` of JSON values cannot fail.
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
+    gatehouse_policy::load(&[SourceFile { name: kind_file.to_owned(), bytes }])
 }
 
 impl Directory {
@@ -138,8 +151,8 @@ impl Directory {
         match change {
             Change::PutUser { user, manager } => {
                 let value = Value::Object(user.clone());
-                let mut parsed = parse_user(root_obj(&value, &root)?)
-                    .map_err(|e| ApplyError(e.to_string()))?;
+                let mut parsed =
+                    parse_user(root_obj(&value, &root)?).map_err(|e| ApplyError(e.to_string()))?;
                 parsed.manager = manager.clone();
                 if let Some(old) = self.users.get(&self.tenant.users, &parsed.id)
                     && let Some(upn) = &old.user_principal_name
@@ -177,8 +190,8 @@ impl Directory {
                 let mut value = group.clone();
                 value.remove("members");
                 let value = Value::Object(value);
-                let mut parsed = parse_group(root_obj(&value, &root)?)
-                    .map_err(|e| ApplyError(e.to_string()))?;
+                let mut parsed =
+                    parse_group(root_obj(&value, &root)?).map_err(|e| ApplyError(e.to_string()))?;
                 if let Some(old) = self.groups.get(&self.tenant.groups, &parsed.id) {
                     parsed.members = old.members.clone();
                 }
@@ -295,7 +308,8 @@ impl Directory {
                 self.auth_methods_policy = Some(policy.clone());
                 Ok(Effect::default())
             }
-            Change::RevokeSessions { user_id } => {
+            // Dropping all of the user's cached sessions is safe: the others reload from the store.
+            Change::RevokeSessions { user_id } | Change::EndTapSessions { user_id, .. } => {
                 Ok(Effect { revoke_sessions_of: vec![user_id.clone()], ..Effect::default() })
             }
             Change::Reload => Ok(Effect { recompile: true, reload: true, ..Effect::default() }),
@@ -354,9 +368,8 @@ impl Directory {
 
     /// A user by object id or user principal name (Graph accepts either in `/users/{id}`).
     pub fn resolve_user(&self, id_or_upn: &str) -> Option<&User> {
-        self.user(&normalize_id(id_or_upn)).or_else(|| {
-            self.upns.get(&id_or_upn.to_lowercase()).and_then(|id| self.user(id))
-        })
+        self.user(&normalize_id(id_or_upn))
+            .or_else(|| self.upns.get(&id_or_upn.to_lowercase()).and_then(|id| self.user(id)))
     }
 
     pub fn users(&self) -> impl Iterator<Item = &User> {
@@ -523,10 +536,22 @@ impl Directory {
     }
 
     /// Replaces everything (an import or a start-up load) in one step.
-    pub fn replace_all(&mut self, tenant: Tenant, devices: Vec<Map<String, Value>>, auth: Option<Value>) {
+    pub fn replace_all(
+        &mut self,
+        tenant: Tenant,
+        devices: Vec<Map<String, Value>>,
+        auth: Option<Value>,
+    ) {
         *self = Directory::default();
-        let Tenant { policies, named_locations, users, groups, role_assignments, applications, strengths } =
-            tenant;
+        let Tenant {
+            policies,
+            named_locations,
+            users,
+            groups,
+            role_assignments,
+            applications,
+            strengths,
+        } = tenant;
         for u in users {
             if let Some(upn) = &u.user_principal_name {
                 self.upns.insert(upn.to_lowercase(), u.id.clone());
@@ -585,10 +610,9 @@ fn mentions(v: &Value, id: &str) -> bool {
     match v {
         Value::String(s) => s.eq_ignore_ascii_case(id),
         Value::Array(a) => a.iter().any(|x| mentions(x, id)),
-        Value::Object(o) => o
-            .iter()
-            .filter(|(k, _)| k.as_str() != "id")
-            .any(|(_, x)| mentions(x, id)),
+        Value::Object(o) => {
+            o.iter().filter(|(k, _)| k.as_str() != "id").any(|(_, x)| mentions(x, id))
+        }
         _ => false,
     }
 }

@@ -112,23 +112,17 @@ pub mod area {
         SecurityReader,
     ];
     pub const USERS_WRITE: &[Role] = &[GlobalAdministrator, UserAdministrator];
-    pub const GROUPS_WRITE: &[Role] = &[GlobalAdministrator, UserAdministrator, GroupsAdministrator];
+    pub const GROUPS_WRITE: &[Role] =
+        &[GlobalAdministrator, UserAdministrator, GroupsAdministrator];
     /// Role assignments, applications and devices: Global Administrator only among our roles.
     pub const TENANT_WRITE: &[Role] = &[GlobalAdministrator];
-    pub const CA_READ: &[Role] = &[
-        GlobalAdministrator,
-        GlobalReader,
-        ConditionalAccessAdministrator,
-        SecurityReader,
-    ];
+    pub const CA_READ: &[Role] =
+        &[GlobalAdministrator, GlobalReader, ConditionalAccessAdministrator, SecurityReader];
     pub const CA_WRITE: &[Role] = &[GlobalAdministrator, ConditionalAccessAdministrator];
-    pub const AUTH_POLICY_READ: &[Role] = &[
-        GlobalAdministrator,
-        GlobalReader,
-        AuthenticationPolicyAdministrator,
-        SecurityReader,
-    ];
-    pub const AUTH_POLICY_WRITE: &[Role] = &[GlobalAdministrator, AuthenticationPolicyAdministrator];
+    pub const AUTH_POLICY_READ: &[Role] =
+        &[GlobalAdministrator, GlobalReader, AuthenticationPolicyAdministrator, SecurityReader];
+    pub const AUTH_POLICY_WRITE: &[Role] =
+        &[GlobalAdministrator, AuthenticationPolicyAdministrator];
     pub const USER_METHODS_READ: &[Role] = &[
         GlobalAdministrator,
         GlobalReader,
@@ -136,11 +130,8 @@ pub mod area {
         PrivilegedAuthenticationAdministrator,
     ];
     /// Whom each may act on is checked per target (`may_manage_methods_of`).
-    pub const USER_METHODS_WRITE: &[Role] = &[
-        GlobalAdministrator,
-        AuthenticationAdministrator,
-        PrivilegedAuthenticationAdministrator,
-    ];
+    pub const USER_METHODS_WRITE: &[Role] =
+        &[GlobalAdministrator, AuthenticationAdministrator, PrivilegedAuthenticationAdministrator];
     pub const REPORTS_READ: &[Role] =
         &[GlobalAdministrator, GlobalReader, SecurityReader, ReportsReader];
 }
@@ -148,7 +139,9 @@ pub mod area {
 /// May a caller holding `caller` roles create or delete authentication methods of a user who
 /// holds `target` roles? (Entra: Authentication Administrators only for non-admins.)
 pub fn may_manage_methods_of(caller: &[Role], target: &[Role]) -> bool {
-    if caller.iter().any(|r| matches!(r, GlobalAdministrator | PrivilegedAuthenticationAdministrator))
+    if caller
+        .iter()
+        .any(|r| matches!(r, GlobalAdministrator | PrivilegedAuthenticationAdministrator))
     {
         return true;
     }
@@ -172,7 +165,10 @@ mod tests {
         assert!(may_manage_methods_of(&[AuthenticationAdministrator], &[]));
         assert!(may_manage_methods_of(&[AuthenticationAdministrator], &[ReportsReader]));
         assert!(!may_manage_methods_of(&[AuthenticationAdministrator], &[UserAdministrator]));
-        assert!(may_manage_methods_of(&[PrivilegedAuthenticationAdministrator], &[GlobalAdministrator]));
+        assert!(may_manage_methods_of(
+            &[PrivilegedAuthenticationAdministrator],
+            &[GlobalAdministrator]
+        ));
         assert!(!may_manage_methods_of(&[GroupsAdministrator], &[]));
     }
 }
