@@ -41,7 +41,10 @@ impl Running {
     }
 
     /// Runs until `signal` resolves.
-    pub async fn wait(mut self, signal: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn wait(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
         signal.await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -65,7 +68,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 /// Starts serving on the configured address (port 0: any free port).
-pub async fn start(store: Store, config: Config, clock: Arc<dyn Clock>, geo: Option<Geo>) -> anyhow::Result<Running> {
+pub async fn start(
+    store: Store,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    geo: Option<Geo>,
+) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -93,33 +101,40 @@ pub async fn start(store: Store, config: Config, clock: Arc<dyn Clock>, geo: Opt
 /// once; a slow poll covers a dropped notification connection (and is all SQLite needs, where
 /// every writer is this process).
 async fn follow_changes(state: AppState) {
-    if state.store.backend() == Backend::Postgres {
-        loop {
-            match sqlx::postgres::PgListener::connect(state.store.url()).await {
-                Ok(mut listener) => {
-                    if let Err(e) = listener.listen("gatehouse_changes").await {
-                        tracing::warn!("LISTEN failed: {e}");
-                    } else {
-                        // Catch up on anything committed before LISTEN took effect.
-                        let _ = state.sync().await;
-                        loop {
-                            match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
-                                Ok(Ok(_)) => {}
-                                Ok(Err(e)) => {
-                                    tracing::warn!("change notifications lost: {e}; reconnecting");
-                                    break;
-                                }
-                                Err(_) => {} // quiet: poll below
-                            }
-                            if let Err(e) = state.sync().await {
-                                tracing::warn!("cannot apply changes: {e}");
+    if state.store.backend() != Backend::Postgres {
+        return;
+    }
+    let mut retry = Duration::from_millis(100);
+    loop {
+        match sqlx::postgres::PgListener::connect(state.store.url()).await {
+            Ok(mut listener) => match listener.listen("gatehouse_changes").await {
+                Err(e) => tracing::warn!("LISTEN failed: {e}"),
+                Ok(()) => {
+                    retry = Duration::from_millis(100);
+                    loop {
+                        // Catch up first: on (re)connecting, anything committed before LISTEN
+                        // took effect was never notified.
+                        if let Err(e) = state.sync().await {
+                            tracing::warn!("cannot apply changes: {e}");
+                        }
+                        // `try_recv` answers `None` when the connection dropped and was
+                        // re-established (listening again): notifications in between are lost,
+                        // and the sync at the top of the loop covers them.
+                        match tokio::time::timeout(Duration::from_secs(5), listener.try_recv())
+                            .await
+                        {
+                            Ok(Ok(_)) | Err(_) => {} // a notification, a lost one, or the quiet poll
+                            Ok(Err(e)) => {
+                                tracing::warn!("change notifications lost: {e}; reconnecting");
+                                break;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!("cannot open the notification connection: {e}"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            },
+            Err(e) => tracing::warn!("cannot open the notification connection: {e}"),
         }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(Duration::from_secs(5));
     }
 }
