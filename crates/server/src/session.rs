@@ -1,7 +1,7 @@
 //! Sessions and API tokens: what a bearer token stands for. Only the token's hash is stored.
 
-use serde::{Deserialize, Serialize};
 use crate::store::{Result, Store, StoreError, Write, opt_int, text};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -43,8 +43,8 @@ impl Write {
             SessionKind::SignIn => "signIn",
         };
         sqlx::query(
-            "INSERT INTO sessions (id, token_hash, user_id, kind, created_at, expires_at, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO sessions (id, token_hash, user_id, kind, created_at, expires_at, body, tap_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(s.id.clone())
         .bind(token_hash.to_owned())
@@ -53,6 +53,7 @@ impl Write {
         .bind(s.created_at)
         .bind(s.expires_at)
         .bind(body)
+        .bind(s.tap_id.clone())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -62,18 +63,17 @@ impl Write {
 impl Store {
     /// The session a token hash names, if it exists and was not revoked.
     pub async fn find_session(&self, token_hash: &str) -> Result<Option<Session>> {
-        let row = sqlx::query(
-            "SELECT body, revoked_at FROM sessions WHERE token_hash = $1",
-        )
-        .bind(token_hash.to_owned())
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query("SELECT body, revoked_at FROM sessions WHERE token_hash = $1")
+            .bind(token_hash.to_owned())
+            .fetch_optional(self.pool())
+            .await?;
         let Some(row) = row else { return Ok(None) };
         if opt_int(&row, "revoked_at")?.is_some() {
             return Ok(None);
         }
         let body = text(&row, "body")?;
-        let s = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("session: {e}")))?;
+        let s = serde_json::from_str(&body)
+            .map_err(|e| StoreError::Corrupt(format!("session: {e}")))?;
         Ok(Some(s))
     }
 }

@@ -12,12 +12,26 @@ pub struct Migration {
     pub postgres: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "session_tap",
+        sqlite: include_str!("../../migrations/sqlite/0002_session_tap.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_session_tap.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "lockout_count",
+        sqlite: include_str!("../../migrations/sqlite/0003_lockout_count.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_lockout_count.sql"),
+    },
+];
 
 pub async fn run(store: &Store) -> Result<()> {
     let mut w = store.begin().await?;
@@ -76,7 +90,9 @@ mod tests {
                 .split(';')
                 .filter_map(|stmt| {
                     let words: Vec<&str> = stmt.split_whitespace().collect();
-                    let at = words.iter().position(|w| w.eq_ignore_ascii_case("TABLE") || w.eq_ignore_ascii_case("INDEX"))?;
+                    let at = words.iter().position(|w| {
+                        w.eq_ignore_ascii_case("TABLE") || w.eq_ignore_ascii_case("INDEX")
+                    })?;
                     words.get(at + 1).map(|n| n.to_ascii_lowercase())
                 })
                 .collect();

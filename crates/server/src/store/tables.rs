@@ -6,7 +6,9 @@ use gatehouse_core::Change;
 use gatehouse_core::directory::load_one;
 use gatehouse_policy::Tenant;
 use gatehouse_policy::json::{JsonPath, Obj, normalize_id};
-use gatehouse_policy::model::directory::{parse_application, parse_group, parse_role_assignment, parse_user};
+use gatehouse_policy::model::directory::{
+    parse_application, parse_group, parse_role_assignment, parse_user,
+};
 use serde_json::{Map, Value};
 use sqlx::{Any, Row, Transaction};
 
@@ -160,7 +162,9 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
             )
             .await?;
         }
-        Change::DeletePolicy { id } => delete(tx, "DELETE FROM ca_policies WHERE id = $1", id).await?,
+        Change::DeletePolicy { id } => {
+            delete(tx, "DELETE FROM ca_policies WHERE id = $1", id).await?
+        }
         Change::PutNamedLocation { location } => {
             upsert(
                 tx,
@@ -182,7 +186,9 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
             )
             .await?;
         }
-        Change::DeleteStrength { id } => delete(tx, "DELETE FROM auth_strengths WHERE id = $1", id).await?,
+        Change::DeleteStrength { id } => {
+            delete(tx, "DELETE FROM auth_strengths WHERE id = $1", id).await?
+        }
         Change::PutAuthMethodsPolicy { policy } => {
             upsert(
                 tx,
@@ -195,6 +201,9 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
         Change::RevokeSessions { user_id } => {
             // Revoked sessions are removed: a token that is not stored cannot be used.
             delete(tx, "DELETE FROM sessions WHERE user_id = $1", user_id).await?;
+        }
+        Change::EndTapSessions { tap_id, .. } => {
+            delete(tx, "DELETE FROM sessions WHERE tap_id = $1", tap_id).await?;
         }
         Change::Reload => {}
     }
@@ -210,8 +219,8 @@ pub struct DirectoryRows {
 }
 
 fn object(body: &str, what: &str) -> Result<Value> {
-    let v: Value = serde_json::from_str(body)
-        .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+    let v: Value =
+        serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
     if v.is_object() { Ok(v) } else { Err(StoreError::Corrupt(format!("{what}: not an object"))) }
 }
 
@@ -236,10 +245,12 @@ impl super::Store {
             .await?
             .try_get("version")?;
         let root = JsonPath::root();
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+        let corrupt =
+            |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
         let mut tenant = Tenant::default();
 
-        for row in sqlx::query("SELECT id, manager_id, body FROM users").fetch_all(&mut *tx).await? {
+        for row in sqlx::query("SELECT id, manager_id, body FROM users").fetch_all(&mut *tx).await?
+        {
             let id = text(&row, "id")?;
             let v = object(&text(&row, "body")?, &format!("user {id}"))?;
             let o = Obj::new(&v, &root).map_err(|e| corrupt(&id, &e))?;
@@ -248,9 +259,10 @@ impl super::Store {
             tenant.users.push(u);
         }
         let mut members: HashMap<String, Vec<String>> = HashMap::new();
-        for row in sqlx::query("SELECT group_id, member_id FROM members ORDER BY group_id, member_id")
-            .fetch_all(&mut *tx)
-            .await?
+        for row in
+            sqlx::query("SELECT group_id, member_id FROM members ORDER BY group_id, member_id")
+                .fetch_all(&mut *tx)
+                .await?
         {
             members.entry(text(&row, "group_id")?).or_default().push(text(&row, "member_id")?);
         }
@@ -268,7 +280,9 @@ impl super::Store {
             let o = Obj::new(&v, &root).map_err(|e| corrupt(&id, &e))?;
             tenant.role_assignments.push(parse_role_assignment(o).map_err(|e| corrupt(&id, &e))?);
         }
-        for row in sqlx::query("SELECT id, body FROM service_principals").fetch_all(&mut *tx).await? {
+        for row in
+            sqlx::query("SELECT id, body FROM service_principals").fetch_all(&mut *tx).await?
+        {
             let id = text(&row, "id")?;
             let v = object(&text(&row, "body")?, &format!("service principal {id}"))?;
             let o = Obj::new(&v, &root).map_err(|e| corrupt(&id, &e))?;
