@@ -18,6 +18,7 @@ pub mod password;
 pub mod random;
 pub mod serve;
 pub mod session;
+pub mod signin;
 pub mod state;
 pub mod store;
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use arc_swap::ArcSwap;
 use gatehouse_core::Directory;
+use gatehouse_core::auth::lockout::IpThrottle;
 use gatehouse_policy::Snapshot;
 use tokio::sync::Mutex;
 
@@ -21,6 +22,9 @@ use crate::config::Config;
 use crate::geo::Geo;
 use crate::session::Session;
 use crate::store::{Store, StoreError};
+
+/// Client addresses the sign-in throttle remembers; beyond that the stalest are forgotten.
+const THROTTLE_MAX_CLIENTS: usize = 100_000;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -37,6 +41,9 @@ pub struct Inner {
     /// Sessions by token hash, filled on first use; dropped when their user's sessions are
     /// revoked (the change log tells every node).
     pub sessions: std::sync::Mutex<HashMap<String, Session>>,
+    /// Sign-in attempts per client address (this node's memory: a brake on guessing, not an
+    /// exact cluster-wide quota).
+    pub throttle: std::sync::Mutex<IpThrottle>,
 }
 
 impl std::ops::Deref for AppState {
@@ -58,6 +65,8 @@ impl AppState {
         let mut dir = Directory::new();
         dir.replace_all(rows.tenant, rows.devices, rows.auth_methods_policy);
         let snapshot = Snapshot::compile(dir.tenant());
+        let rate = config.signin.attempts_per_second_per_ip;
+        let throttle = IpThrottle::new(rate.saturating_mul(10), rate, THROTTLE_MAX_CLIENTS);
         Ok(AppState(Arc::new(Inner {
             store,
             config,
@@ -68,6 +77,7 @@ impl AppState {
             applied: AtomicI64::new(rows.version),
             sync_lock: Mutex::new(()),
             sessions: std::sync::Mutex::new(HashMap::new()),
+            throttle: std::sync::Mutex::new(throttle),
         })))
     }
 
@@ -122,9 +132,10 @@ impl AppState {
         }
         if recompile {
             let state = self.clone();
-            let snapshot = tokio::task::spawn_blocking(move || Snapshot::compile(state.dir().tenant()))
-                .await
-                .map_err(|e| StoreError::Corrupt(format!("snapshot compile task: {e}")))?;
+            let snapshot =
+                tokio::task::spawn_blocking(move || Snapshot::compile(state.dir().tenant()))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("snapshot compile task: {e}")))?;
             self.snapshot.store(Arc::new(snapshot));
         }
         if !revoked.is_empty() {
