@@ -6,6 +6,7 @@
 mod files;
 mod policies;
 mod server;
+mod totp;
 mod whatif;
 
 use std::process::ExitCode;
@@ -42,6 +43,17 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Authenticator-app (TOTP) helpers.
+    Totp {
+        #[command(subcommand)]
+        command: TotpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TotpCommand {
+    /// Print the current six-digit code for a base32 secret (what an Authenticator app shows).
+    Code(totp::CodeArgs),
 }
 
 #[derive(Subcommand)]
@@ -94,6 +106,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => server::serve(&args),
         Command::Import(args) => server::import(&args),
         Command::Admin { command: AdminCommand::Bootstrap(args) } => server::bootstrap(&args),
+        Command::Totp { command: TotpCommand::Code(args) } => totp::code(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -74,7 +74,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn fail(e: impl std::fmt::Display) -> Failure {
@@ -89,7 +90,8 @@ pub fn serve(args: &ServeArgs) -> Result<u8, Failure> {
     }
     if args.demo && config.trusted_proxies.is_empty() {
         // The walk-through pretends to be abroad with X-Forwarded-For from localhost.
-        config.trusted_proxies = vec!["127.0.0.0/8".parse().map_err(fail)?, "::1/128".parse().map_err(fail)?];
+        config.trusted_proxies =
+            vec!["127.0.0.0/8".parse().map_err(fail)?, "::1/128".parse().map_err(fail)?];
     }
     let geo = match &config.geoip_database {
         Some(path) => Some(Geo::open(path).map_err(fail)?),

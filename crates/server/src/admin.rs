@@ -24,11 +24,10 @@ fn object(v: Value) -> Map<String, Value> {
 pub async fn bootstrap(store: &Store, upn: &str, now: i64) -> Result<Bootstrapped, StoreError> {
     let upn = upn.trim().to_lowercase();
     let rows = store.load_directory().await?;
-    let existing = rows
-        .tenant
-        .users
-        .iter()
-        .find(|u| u.user_principal_name.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(&upn)));
+    let existing =
+        rows.tenant.users.iter().find(|u| {
+            u.user_principal_name.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(&upn))
+        });
     let mut changes = Vec::new();
     let (user_id, created_user) = match existing {
         Some(u) => (u.id.clone(), false),

@@ -105,7 +105,9 @@ pub async fn import(
     actor: Option<(String, String)>,
 ) -> Result<ImportSummary, ImportError> {
     let loaded = gatehouse_policy::load(files).map_err(|e| {
-        ImportError::Invalid(e.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        ImportError::Invalid(
+            e.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+        )
     })?;
     let (changes, mut summary) = tenant_changes(&loaded.tenant);
     let audit = AuditRecord {
@@ -115,13 +117,17 @@ pub async fn import(
         result: "success",
         result_reason: format!(
             "{} users, {} groups, {} memberships, {} policies, {} named locations",
-            summary.users, summary.groups, summary.memberships, summary.policies, summary.named_locations
+            summary.users,
+            summary.groups,
+            summary.memberships,
+            summary.policies,
+            summary.named_locations
         ),
         initiated_by: actor,
         targets: vec![AuditTarget { kind: "Other", id: "tenant".into(), display_name: None }],
         correlation_id: crate::random::guid(),
     };
     let w = store.begin().await?;
-    summary.version = w.commit_logged(now, &changes, &[Change::Reload], &[audit]).await?;
+    summary.version = w.commit_bulk(now, &changes, &[Change::Reload], &[audit]).await?;
     Ok(summary)
 }

@@ -1,8 +1,8 @@
 //! Passwords: argon2id with a random salt, stored as PHC strings; verification is the
 //! library's constant-time comparison.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// The shortest password accepted (NIST SP 800-63B's minimum for user-chosen secrets).
 pub const MIN_LENGTH: usize = 8;

@@ -9,12 +9,16 @@
     reason = "tests should fail loudly at the first surprise"
 )]
 
+mod authz;
 mod cli;
 mod corpus;
+mod crash;
+mod graph_sdk;
 mod scenarios;
 mod server_ca;
 mod server_directory;
 mod server_signin;
 mod server_support;
+mod server_tap;
 mod store_contract;
 mod support;

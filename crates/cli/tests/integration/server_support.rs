@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::Connection;
 
-/// 2026-12-01T09:00:00Z: a Tuesday morning in London.
+/// 2025-12-01T09:00:00Z: a Monday morning in London.
 pub const T0: i64 = 1_764_579_600_000;
 
 pub enum Backend {
@@ -38,7 +38,8 @@ impl TestDb {
     pub async fn postgres(test: &str) -> Option<TestDb> {
         let Ok(admin) = std::env::var("GATEHOUSE_TEST_DATABASE_URL") else {
             use std::io::Write;
-            let note = format!("skipped {test} on PostgreSQL: GATEHOUSE_TEST_DATABASE_URL is not set\n");
+            let note =
+                format!("skipped {test} on PostgreSQL: GATEHOUSE_TEST_DATABASE_URL is not set\n");
             let _ = std::io::stderr().write_all(note.as_bytes());
             return None;
         };
@@ -76,7 +77,8 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg.take() {
             // Drop runs outside any runtime guarantee: use a thread with its own.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async move {
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
                         let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
@@ -99,10 +101,11 @@ pub struct TestServer {
 }
 
 pub fn config() -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
-    config
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        ..Config::default()
+    }
 }
 
 impl TestServer {
@@ -117,10 +120,16 @@ impl TestServer {
         let seeded = demo::seed(&store, clock_now(&clock)).await.unwrap();
         let admin_token = match seeded {
             Some(s) => s.admin_token,
-            None => gatehouse_server::admin::bootstrap(&store, "nestor@contoso.example", clock_now(&clock))
+            None => {
+                gatehouse_server::admin::bootstrap(
+                    &store,
+                    "nestor@contoso.example",
+                    clock_now(&clock),
+                )
                 .await
                 .unwrap()
-                .token,
+                .token
+            }
         };
         let geo = Geo::from_bytes(demo::GEOIP.to_vec()).unwrap();
         let running = start(store, config, Arc::new(clock.clone()), Some(geo)).await.unwrap();
@@ -130,7 +139,13 @@ impl TestServer {
 
     /// A request as `token` (None: anonymous); returns the status and the JSON body (Null if
     /// the body is empty or not JSON).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         self.call_with(method, path, token, body, &[]).await
     }
 
@@ -142,7 +157,8 @@ impl TestServer {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        let url =
+            if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         let mut req = self.http.request(method, url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -160,7 +176,12 @@ impl TestServer {
     }
 
     /// As the demo's Global Administrator.
-    pub async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         self.call(method, path, Some(&self.admin_token.clone()), body).await
     }
 

@@ -16,7 +16,9 @@ fn obj(v: Value) -> Map<String, Value> {
 
 fn user(id: &str) -> Change {
     Change::PutUser {
-        user: obj(json!({"id": id, "userPrincipalName": format!("{id}@x.test"), "displayName": id})),
+        user: obj(
+            json!({"id": id, "userPrincipalName": format!("{id}@x.test"), "displayName": id}),
+        ),
         manager: None,
     }
 }
@@ -59,13 +61,16 @@ async fn reloaded(store: &Store) -> Directory {
 }
 
 fn summary(d: &Directory) -> Vec<String> {
-    let mut out: Vec<String> = d.users().map(|u| format!("user {} {}", u.id, u.display_name)).collect();
+    let mut out: Vec<String> =
+        d.users().map(|u| format!("user {} {}", u.id, u.display_name)).collect();
     for g in d.groups() {
         let mut m = g.members.clone();
         m.sort();
         out.push(format!("group {} {:?}", g.id, m));
     }
-    out.extend(d.role_assignments().map(|a| format!("role {} {}", a.principal_id, a.role_template_id)));
+    out.extend(
+        d.role_assignments().map(|a| format!("role {} {}", a.principal_id, a.role_template_id)),
+    );
     out.extend(d.policies().map(|p| format!("policy {} {:?}", p.id, p.state)));
     out
 }
@@ -143,9 +148,13 @@ async fn concurrent_writers_get_gapless_versions_in_commit_order() {
             tasks.push(tokio::spawn(async move {
                 let id = format!("u{i:02}");
                 let w = store.begin().await.unwrap();
-                w.commit(T0, &[user(&id), Change::AddMember { group: "g".into(), member: id.clone() }], &[])
-                    .await
-                    .unwrap()
+                w.commit(
+                    T0,
+                    &[user(&id), Change::AddMember { group: "g".into(), member: id.clone() }],
+                    &[],
+                )
+                .await
+                .unwrap()
             }));
         }
         let mut versions = Vec::new();
@@ -175,7 +184,9 @@ async fn deletes_cascade_the_same_way_in_memory_and_in_the_tables() {
             user("u1"),
             user("u2"),
             Change::PutUser {
-                user: obj(json!({"id": "u3", "userPrincipalName": "u3@x.test", "displayName": "u3"})),
+                user: obj(
+                    json!({"id": "u3", "userPrincipalName": "u3@x.test", "displayName": "u3"}),
+                ),
                 manager: Some("u1".into()),
             },
             group("g1"),
@@ -188,7 +199,8 @@ async fn deletes_cascade_the_same_way_in_memory_and_in_the_tables() {
                     "roleDefinitionId": "62e90394-69f5-4237-9190-012177145e10", "directoryScopeId": "/"})),
             },
         ];
-        let teardown = vec![Change::DeleteUser { id: "u1".into() }, Change::DeleteGroup { id: "g2".into() }];
+        let teardown =
+            vec![Change::DeleteUser { id: "u1".into() }, Change::DeleteGroup { id: "g2".into() }];
         let mut memory = Directory::new();
         for batch in [&setup, &teardown] {
             store.begin().await.unwrap().commit(T0, batch, &[]).await.unwrap();
@@ -221,7 +233,10 @@ async fn import_is_one_transaction_and_idempotent() {
 
         // A broken export is refused whole.
         let mut broken = files.clone();
-        broken.push(gatehouse_policy::SourceFile { name: "bad.json".into(), bytes: b"{\"@odata.type\":\"#microsoft.graph.group\"}".to_vec() });
+        broken.push(gatehouse_policy::SourceFile {
+            name: "bad.json".into(),
+            bytes: b"{\"@odata.type\":\"#microsoft.graph.group\"}".to_vec(),
+        });
         assert!(gatehouse_server::import::import(&store, &broken, T0, None).await.is_err());
         assert_eq!(store.version().await.unwrap(), 2, "{}", db.label());
     }

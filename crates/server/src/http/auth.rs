@@ -2,8 +2,8 @@
 //! them now (a role removed takes effect on the next request).
 
 use axum::extract::{FromRequestParts, Request};
+use axum::http::{Method, header};
 use axum::http::request::Parts;
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use gatehouse_core::auth::secret;
@@ -11,6 +11,7 @@ use gatehouse_core::roles::{Access, Role};
 
 use super::error::ApiError;
 use crate::session::Session;
+use crate::store::Backend;
 use crate::state::AppState;
 
 #[derive(Debug, Clone)]
@@ -67,7 +68,22 @@ pub async fn session_for(state: &AppState, token: &str) -> Result<Option<Session
     Ok(session.filter(|s| s.is_live(state.now())))
 }
 
+/// With several nodes, a write first applies whatever other nodes committed, so it validates
+/// against every write acknowledged before it (a user created through node A can be added to a
+/// group through node B at once). Reads and What-If may lag by the notification delay.
+async fn catch_up_before_write(state: &AppState, method: &Method, path: &str) -> Result<(), ApiError> {
+    let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if write && !path.ends_with("/evaluate") && state.store.backend() == Backend::Postgres {
+        state.sync().await?;
+    }
+    Ok(())
+}
+
 pub async fn authorize(state: AppState, access: Access, mut req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    if let Err(e) = catch_up_before_write(&state, &method, &path).await {
+        return e.into_response();
+    }
     if access == Access::Anonymous {
         return next.run(req).await;
     }

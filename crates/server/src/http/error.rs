@@ -39,7 +39,9 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "Request_ResourceNotFound",
-            format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"),
+            format!(
+                "Resource '{id}' does not exist or one of its queried reference-property objects are not present. ({what})"
+            ),
         )
     }
 

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_core::roles::Access;
 use serde_json::{Map, Value, json};
 
-use super::error::ApiError;
 use super::Api;
+use super::error::ApiError;
 use crate::state::AppState;
 
 /// A JSON object body. Malformed JSON, a non-object, or a body over the size limit is a Graph
@@ -24,7 +24,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "requestTooLarge", "The request body is too large.")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "requestTooLarge",
+                    "The request body is too large.",
+                )
             } else {
                 ApiError::bad_request(format!("Cannot read the request body: {e}"))
             }
@@ -66,7 +70,10 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
         if b == b'%' {
             let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
             let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                ApiError::bad_request(format!("Malformed percent-encoding in the query string near '{}'.", &s[i..]))
+                ApiError::bad_request(format!(
+                    "Malformed percent-encoding in the query string near '{}'.",
+                    &s[i..]
+                ))
             })?;
             out.push(v);
             i += 3;
@@ -99,7 +106,13 @@ pub fn entity(state: &AppState, path: &str, value: Value) -> Value {
 }
 
 /// A collection page.
-pub fn collection(state: &AppState, path: &str, items: Vec<Value>, next_link: Option<String>, count: Option<usize>) -> Value {
+pub fn collection(
+    state: &AppState,
+    path: &str,
+    items: Vec<Value>,
+    next_link: Option<String>,
+    count: Option<usize>,
+) -> Value {
     let mut out = Map::new();
     out.insert("@odata.context".into(), context(state, path).into());
     if let Some(c) = count {
@@ -129,5 +142,11 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
 }
 
 pub fn health_routes(api: Api) -> Api {
-    api.route(Method::GET, "/healthz", Access::Anonymous, "Liveness and the applied store version", health)
+    api.route(
+        Method::GET,
+        "/healthz",
+        Access::Anonymous,
+        "Liveness and the applied store version",
+        health,
+    )
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod graph;
 pub mod logs;
 pub mod methods;
+pub mod odata;
 pub mod signin;
 
 use axum::Router;
@@ -112,7 +113,9 @@ pub fn api(state: AppState) -> Api {
 /// routing (the Python SDK, given a base URL with a trailing slash, sends `//`).
 pub fn app(state: AppState) -> (axum::Router, Vec<RouteSpec>) {
     let (router, specs) = api(state).into_router();
-    let app = Router::new().fallback_service(router).layer(axum::middleware::map_request(collapse_slashes));
+    let app = Router::new()
+        .fallback_service(router)
+        .layer(axum::middleware::map_request(collapse_slashes));
     (app, specs)
 }
 
@@ -138,4 +141,34 @@ async fn collapse_slashes(mut req: Request) -> Request {
         }
     }
     req
+}
+
+/// `docs/api.md`: every route with who may call it, generated from the route table (a test
+/// keeps the committed file current).
+pub fn render_api_doc(specs: &[RouteSpec]) -> String {
+    let mut out = String::from(
+        "# API routes and who may call them\n\n\
+         Generated from the server's route table by the test `authz::api_doc_is_current`\n\
+         (`GATEHOUSE_BLESS=1 cargo test -p gatehouse --test integration authz::api_doc_is_current`\n\
+         rewrites it). The same table drives the role check on every request, and\n\
+         `authz::every_route_with_every_role` calls each route with each role and with no token.\n\n\
+         - **anyone**: no token needed.\n\
+         - **signed in**: any valid session or API token; the route acts on the caller's own data.\n\
+         - Otherwise, a session of a user holding at least one of the listed Entra roles (directly\n\
+           or through a group). Sessions granted only for registering security info hold no role.\n\n\
+         | Method | Path | Who | What |\n|---|---|---|---|\n",
+    );
+    let mut specs: Vec<&RouteSpec> = specs.iter().collect();
+    specs.sort_by(|a, b| (a.path, a.method.as_str()).cmp(&(b.path, b.method.as_str())));
+    for s in specs {
+        let who = match s.access {
+            Access::Anonymous => "anyone".to_owned(),
+            Access::SignedIn => "signed in".to_owned(),
+            Access::Roles(roles) => {
+                roles.iter().map(|r| r.display_name()).collect::<Vec<_>>().join(", ")
+            }
+        };
+        out.push_str(&format!("| {} | `{}` | {} | {} |\n", s.method, s.path, who, s.summary));
+    }
+    out
 }

@@ -30,7 +30,11 @@ pub struct AuditRecord {
     pub correlation_id: String,
 }
 
-pub(super) async fn insert(tx: &mut Transaction<'static, Any>, now: i64, a: &AuditRecord) -> Result<()> {
+pub(super) async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    now: i64,
+    a: &AuditRecord,
+) -> Result<()> {
     let body = to_graph(a, now);
     sqlx::query(
         "INSERT INTO audit_logs (id, created_at, category, activity, result, initiated_by, target_id, body) \
@@ -51,8 +55,12 @@ pub(super) async fn insert(tx: &mut Transaction<'static, Any>, now: i64, a: &Aud
 
 fn to_graph(a: &AuditRecord, now: i64) -> Value {
     let initiated_by = match &a.initiated_by {
-        Some((id, upn)) => json!({"user": {"id": id, "userPrincipalName": upn, "displayName": null, "ipAddress": null}, "app": null}),
-        None => json!({"user": null, "app": {"displayName": "Gatehouse", "appId": null, "servicePrincipalId": null, "servicePrincipalName": "Gatehouse"}}),
+        Some((id, upn)) => {
+            json!({"user": {"id": id, "userPrincipalName": upn, "displayName": null, "ipAddress": null}, "app": null})
+        }
+        None => {
+            json!({"user": null, "app": {"displayName": "Gatehouse", "appId": null, "servicePrincipalId": null, "servicePrincipalName": "Gatehouse"}})
+        }
     };
     json!({
         "id": a.id,
@@ -75,7 +83,11 @@ fn to_graph(a: &AuditRecord, now: i64) -> Value {
 
 fn operation_type(activity: &str) -> &'static str {
     let a = activity.to_ascii_lowercase();
-    if a.starts_with("add") || a.starts_with("create") || a.starts_with("register") || a.starts_with("issue") {
+    if a.starts_with("add")
+        || a.starts_with("create")
+        || a.starts_with("register")
+        || a.starts_with("issue")
+    {
         "Add"
     } else if a.starts_with("delete") || a.starts_with("remove") {
         "Delete"

@@ -6,8 +6,10 @@
 //! nothing at all.
 
 mod audit;
+mod bulk;
 mod credentials;
 mod logs;
+mod methods;
 mod migrate;
 mod signin;
 mod tables;
@@ -22,6 +24,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditRecord, AuditTarget};
 pub use credentials::TotpRow;
+pub use logs::{LogCursor, LogKind, LogPage};
+pub use methods::TapRow;
+pub use signin::{FlowRow, SignInLogRow};
 pub use tables::DirectoryRows;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +116,7 @@ impl Store {
                 })
             });
         let pool = options.connect(url).await?;
-        let store =
-            Store { pool, backend, writer: Arc::new(Mutex::new(())), url: url.to_owned() };
+        let store = Store { pool, backend, writer: Arc::new(Mutex::new(())), url: url.to_owned() };
         migrate::run(&store).await?;
         Ok(store)
     }
@@ -149,10 +153,11 @@ impl Store {
 
     /// The change log after `version`, in order.
     pub async fn changes_since(&self, version: i64) -> Result<Vec<(i64, Vec<Change>)>> {
-        let rows = sqlx::query("SELECT version, body FROM changes WHERE version > $1 ORDER BY version")
-            .bind(version)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT version, body FROM changes WHERE version > $1 ORDER BY version")
+                .bind(version)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let v: i64 = r.try_get("version")?;
