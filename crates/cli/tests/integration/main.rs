@@ -22,3 +22,4 @@ mod server_support;
 mod server_tap;
 mod store_contract;
 mod support;
+mod walkthrough;
