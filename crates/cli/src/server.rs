@@ -30,7 +30,9 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<std::net::SocketAddr>,
-    /// Seed the travel story on an empty store: users, groups, policies, demo credentials.
+    /// Seed the travel story on an empty store (users, groups, policies, demo credentials),
+    /// trust X-Forwarded-For from localhost, and use the demo GeoIP database unless one is
+    /// configured. On a store that is not empty, nothing is seeded.
     #[arg(long)]
     demo: bool,
 }
@@ -101,14 +103,29 @@ pub fn serve(args: &ServeArgs) -> Result<u8, Failure> {
     runtime()?.block_on(async move {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = srv::open_store(&config).await.map_err(fail)?;
-        if args.demo
-            && let Some(seeded) = demo::seed(&store, clock.now()).await.map_err(fail)?
-        {
-            println!("Seeded the travel story (examples/contoso). Demo credentials:");
-            println!("  every user's password: {}", demo::PASSWORD);
-            println!("  Adele's Authenticator-app secret: {}", demo::ADELE_TOTP_SECRET);
-            println!("  API token for nestor@contoso.example (Global Administrator), shown once:");
-            println!("    {}", seeded.admin_token);
+        if args.demo {
+            match demo::seed(&store, clock.now()).await.map_err(fail)? {
+                Some(seeded) => {
+                    println!("Seeded the travel story (examples/contoso). Demo credentials:");
+                    println!("  every user's password: {}", demo::PASSWORD);
+                    println!("  Adele's Authenticator-app secret: {}", demo::ADELE_TOTP_SECRET);
+                    println!(
+                        "  API token for nestor@contoso.example (Global Administrator), shown once:"
+                    );
+                    println!("    {}", seeded.admin_token);
+                }
+                None => {
+                    println!(
+                        "The store already holds a directory, so the demo was not seeded again \
+                         (delete {} to start over).",
+                        config.data_dir.display()
+                    );
+                    println!(
+                        "Lost the API token? `gatehouse admin bootstrap --upn nestor@contoso.example` \
+                         prints a new one."
+                    );
+                }
+            }
         }
         let url = gatehouse_server::store::redact(&config.database_url());
         let running = srv::start(store, config, clock, geo).await.map_err(fail)?;

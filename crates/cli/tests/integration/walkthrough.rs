@@ -267,6 +267,40 @@ async fn the_readme_walk_through() {
     assert_eq!(adele[2]["location"]["countryOrRegion"], "FR");
     assert_eq!(result_of(adele[1], "011-Global-AllApps-UnapprovedLocation-Block"), "notApplied");
     assert_eq!(result_of(adele[0], "001-Global-AllApps-MFA-Require"), "success");
+    // The README prints the newest six entries with a jq one-liner and shows its output.
+    let top6 = w.admin_get("/v1.0/auditLogs/signIns?$top=6").await;
+    let lines: Vec<String> = top6["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let decided: Vec<String> = e["appliedConditionalAccessPolicies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["result"] == "success" || p["result"] == "failure")
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p["displayName"].as_str().unwrap(),
+                        p["result"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            format!(
+                "{}  {}  {}  {}",
+                e["userPrincipalName"].as_str().unwrap(),
+                e["status"]["errorCode"],
+                e["conditionalAccessStatus"].as_str().unwrap(),
+                decided.join(", ")
+            )
+        })
+        .collect();
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let shown = readme.split("It prints, newest first").nth(1).unwrap();
+    let shown: Vec<&str> = shown.split("```").nth(1).unwrap().trim().lines().collect();
+    assert_eq!(lines, shown, "the README shows what the sign-in log says");
+
     let isaiah: Vec<&Value> = logs["value"]
         .as_array()
         .unwrap()
