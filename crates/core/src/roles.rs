@@ -148,6 +148,16 @@ pub fn may_manage_methods_of(caller: &[Role], target: &[Role]) -> bool {
     caller.contains(&AuthenticationAdministrator) && !target.iter().any(|r| r.is_privileged())
 }
 
+/// May a caller holding `caller` roles change, reset the password of, or delete a user who holds
+/// `target` roles? A Global Administrator may; a User Administrator only users whose roles are
+/// among Entra's "limited admin" roles we know (User Administrator, Reports Reader), or none:
+/// otherwise resetting a Global Administrator's password would make them one.
+pub fn may_manage_user(caller: &[Role], target: &[Role]) -> bool {
+    caller.contains(&GlobalAdministrator)
+        || (caller.contains(&UserAdministrator)
+            && target.iter().all(|r| matches!(r, UserAdministrator | ReportsReader)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +180,16 @@ mod tests {
             &[GlobalAdministrator]
         ));
         assert!(!may_manage_methods_of(&[GroupsAdministrator], &[]));
+    }
+
+    #[test]
+    fn user_administrators_manage_only_limited_admins() {
+        assert!(may_manage_user(&[UserAdministrator], &[]));
+        assert!(may_manage_user(&[UserAdministrator], &[UserAdministrator, ReportsReader]));
+        assert!(!may_manage_user(&[UserAdministrator], &[GlobalAdministrator]));
+        assert!(!may_manage_user(&[UserAdministrator], &[ConditionalAccessAdministrator]));
+        assert!(!may_manage_user(&[UserAdministrator], &[UserAdministrator, GroupsAdministrator]));
+        assert!(may_manage_user(&[GlobalAdministrator], &[GlobalAdministrator]));
+        assert!(!may_manage_user(&[GroupsAdministrator], &[]));
     }
 }

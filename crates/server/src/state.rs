@@ -8,7 +8,7 @@
 //! notifies them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use arc_swap::ArcSwap;
@@ -41,6 +41,9 @@ pub struct Inner {
     /// Sessions by token hash, filled on first use; dropped when their user's sessions are
     /// revoked (the change log tells every node).
     pub sessions: std::sync::Mutex<HashMap<String, Session>>,
+    /// How many times cached sessions were dropped. A session read from the store is cached
+    /// only if none were dropped since the read began (`remember_session`).
+    revocations: AtomicU64,
     /// Sign-in attempts per client address (this node's memory: a brake on guessing, not an
     /// exact cluster-wide quota).
     pub throttle: std::sync::Mutex<IpThrottle>,
@@ -77,6 +80,7 @@ impl AppState {
             applied: AtomicI64::new(rows.version),
             sync_lock: Mutex::new(()),
             sessions: std::sync::Mutex::new(HashMap::new()),
+            revocations: AtomicU64::new(0),
             throttle: std::sync::Mutex::new(throttle),
         })))
     }
@@ -98,6 +102,37 @@ impl AppState {
     /// The store version the memory reflects.
     pub fn applied_version(&self) -> i64 {
         self.applied.load(Ordering::SeqCst)
+    }
+
+    /// Opens a write that validates against the newest committed directory: other directory
+    /// writes are held off (`Store::begin_serialized`), then this node's memory catches up with
+    /// every change committed before. Validate with `dir()` after this, then commit and `sync`:
+    /// two writes never both pass a check that only one of them may (the same member added
+    /// twice, the last Global Administrator removed twice), nor write over a change they did
+    /// not see (a PATCH bringing back an object deleted meanwhile).
+    pub async fn begin_write(&self) -> Result<crate::store::Write, StoreError> {
+        let w = self.store.begin_serialized().await?;
+        self.sync().await?;
+        Ok(w)
+    }
+
+    /// Read before a session is looked up in the store, for `remember_session`.
+    pub fn session_revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
+    }
+
+    /// Caches a session read from the store by its token hash, unless sessions were revoked
+    /// since `seen` (the read may predate the revocation: cached, it would outlive it).
+    pub fn remember_session(&self, seen: u64, token_hash: &str, session: Option<Session>) {
+        let Some(session) = session else { return };
+        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if self.revocations.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(token_hash.to_owned(), session);
     }
 
     /// Applies every committed change not yet in memory, then recompiles the snapshot if
@@ -140,6 +175,7 @@ impl AppState {
         }
         if !revoked.is_empty() {
             let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            self.revocations.fetch_add(1, Ordering::SeqCst);
             if revoked.iter().any(String::is_empty) {
                 cache.clear();
             } else {

@@ -9,12 +9,14 @@
     reason = "tests should fail loudly at the first surprise"
 )]
 
+mod adversarial;
 mod authz;
 mod cli;
 mod corpus;
 mod crash;
 mod graph_sdk;
 mod scenarios;
+mod secrets;
 mod server_ca;
 mod server_directory;
 mod server_signin;

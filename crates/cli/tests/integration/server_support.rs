@@ -185,6 +185,26 @@ impl TestServer {
         self.call(method, path, Some(&self.admin_token.clone()), body).await
     }
 
+    /// Stops this server (gracefully: requests in flight finish) and starts another on the same
+    /// database and clock, as a restart does: nothing is seeded, and the tokens issued before
+    /// (the admin's included) are the ones that still count.
+    pub async fn restart(self, db: &TestDb) -> TestServer {
+        let TestServer { clock, admin_token, running, http, .. } = self;
+        running.shutdown().await.unwrap();
+        let mut config = config();
+        config.database_url = Some(db.url.clone());
+        let store = Store::open(&db.url).await.unwrap();
+        let geo = Geo::from_bytes(demo::GEOIP.to_vec()).unwrap();
+        let running = start(store, config, Arc::new(clock.clone()), Some(geo)).await.unwrap();
+        let base = format!("http://{}", running.addr);
+        TestServer { base, clock, admin_token, running, http }
+    }
+
+    /// The server's (manual) clock reading.
+    pub fn clock_now(&self) -> i64 {
+        clock_now(&self.clock)
+    }
+
     pub async fn stop(self) {
         self.running.shutdown().await.unwrap();
     }

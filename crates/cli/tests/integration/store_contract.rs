@@ -257,3 +257,64 @@ async fn concurrent_starts_migrate_once_on_postgres() {
         h.await.unwrap().unwrap();
     }
 }
+
+/// Waits until `n` sessions of this database wait for a lock.
+async fn lock_waiters(store: &Store, n: i64) {
+    use sqlx::Row;
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{n} writers never waited for the version lock");
+}
+
+/// PostgreSQL writers wait for the version lock before they write their rows, so the tables
+/// change in the order of the log. Were the rows written first, a remove whose DELETE ran while
+/// an add's INSERT was uncommitted would miss the row yet commit after the add: the log (and
+/// every node's memory) would end without the member, the tables (and the next start) with it.
+#[tokio::test]
+async fn rows_change_in_the_order_of_the_log_on_postgres() {
+    let Some(db) = TestDb::postgres("rows_change_in_the_order_of_the_log_on_postgres").await else {
+        return;
+    };
+    let store = Store::open(&db.url).await.unwrap();
+    store.begin().await.unwrap().commit(T0, &[user("u"), group("g")], &[]).await.unwrap();
+    // A commit in progress holds the version lock while the add and then the remove start.
+    let mut holder = store.begin().await.unwrap();
+    sqlx::query("UPDATE store_version SET version = version WHERE id = 1")
+        .execute(&mut *holder.tx)
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for (n, change) in [
+        (1, Change::AddMember { group: "g".into(), member: "u".into() }),
+        (2, Change::RemoveMember { group: "g".into(), member: "u".into() }),
+    ] {
+        let s = store.clone();
+        writers.push(tokio::spawn(async move {
+            s.begin().await.unwrap().commit(T0, &[change], &[]).await.unwrap()
+        }));
+        lock_waiters(&store, n).await;
+    }
+    holder.tx.rollback().await.unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut replayed = Directory::new();
+    for (_, changes) in store.changes_since(0).await.unwrap() {
+        let (_, errors) = replayed.apply_all(&changes);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    assert_eq!(summary(&replayed), summary(&reloaded(&store).await));
+}

@@ -2,17 +2,20 @@
 //! them now (a role removed takes effect on the next request).
 
 use axum::extract::{FromRequestParts, Request};
-use axum::http::{Method, header};
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use gatehouse_core::auth::secret;
 use gatehouse_core::roles::{Access, Role};
 
 use super::error::ApiError;
-use crate::session::Session;
-use crate::store::Backend;
+use crate::session::{Session, SessionKind};
 use crate::state::AppState;
+use crate::store::Backend;
+
+/// The app id of Microsoft Graph: the audience a sign-in session needs for the `/v1.0` API.
+pub const MICROSOFT_GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -54,14 +57,9 @@ pub async fn session_for(state: &AppState, token: &str) -> Result<Option<Session
     let session = match cached {
         Some(s) => Some(s),
         None => {
+            let seen = state.session_revocations();
             let found = state.store.find_session(&hash).await?;
-            if let Some(s) = &found {
-                let mut cache = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() > 100_000 {
-                    cache.clear();
-                }
-                cache.insert(hash, s.clone());
-            }
+            state.remember_session(seen, &hash, found.clone());
             found
         }
     };
@@ -71,7 +69,11 @@ pub async fn session_for(state: &AppState, token: &str) -> Result<Option<Session
 /// With several nodes, a write first applies whatever other nodes committed, so it validates
 /// against every write acknowledged before it (a user created through node A can be added to a
 /// group through node B at once). Reads and What-If may lag by the notification delay.
-async fn catch_up_before_write(state: &AppState, method: &Method, path: &str) -> Result<(), ApiError> {
+async fn catch_up_before_write(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+) -> Result<(), ApiError> {
     let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if write && !path.ends_with("/evaluate") && state.store.backend() == Backend::Postgres {
         state.sync().await?;
@@ -112,10 +114,25 @@ pub async fn authorize(state: AppState, access: Access, mut req: Request, next: 
         }
     };
     if let Access::Roles(allowed) = access {
-        // A session granted only for registering security info is not an admin session.
-        let registration_only =
-            caller.session.target.as_deref().is_some_and(|t| t.starts_with("userAction:"));
-        if registration_only || !caller.roles.iter().any(|r| allowed.contains(r)) {
+        // A session is a token for what it was signed in to: the Graph API is the app Microsoft
+        // Graph, so Conditional Access on Graph decides who administers, and a session for
+        // another app (or for registering security info) is not an admin session.
+        let for_graph = match caller.session.kind {
+            SessionKind::ApiToken => true,
+            SessionKind::SignIn => caller
+                .session
+                .target
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(MICROSOFT_GRAPH_APP_ID)),
+        };
+        if !for_graph {
+            return ApiError::forbidden(
+                "This session was signed in to another app; sign in to Microsoft Graph \
+                 (00000003-0000-0000-c000-000000000000) to use the Graph API.",
+            )
+            .into_response();
+        }
+        if !caller.roles.iter().any(|r| allowed.contains(r)) {
             return ApiError::forbidden("Insufficient privileges to complete the operation.")
                 .into_response();
         }

@@ -26,7 +26,7 @@ use super::graph::{self, Body};
 use super::odata::{OData, Spec};
 use super::{Api, ApiError, ApiResult, Caller};
 use crate::state::AppState;
-use crate::store::{AuditRecord, AuditTarget};
+use crate::store::{AuditRecord, AuditTarget, Write};
 
 const POLICIES: &str = "identity/conditionalAccess/policies";
 const LOCATIONS: &str = "identity/conditionalAccess/namedLocations";
@@ -655,9 +655,10 @@ fn audit(
 }
 
 /// Commits, then brings this node's memory and snapshot up to date before the caller hears
-/// back: the next request here sees the change.
-async fn commit(state: &AppState, change: Change, audit: AuditRecord) -> ApiResult<()> {
-    let w = state.store.begin().await?;
+/// back: the next request here sees the change. `w` is from `AppState::begin_write`, opened
+/// before the object was validated (and, for an update, read): two PATCHes of one policy each
+/// merge into what the other wrote, and none brings back a policy deleted meanwhile.
+async fn commit(state: &AppState, w: Write, change: Change, audit: AuditRecord) -> ApiResult<()> {
     w.commit(state.now(), &[change], &[audit]).await?;
     state.sync().await?;
     Ok(())
@@ -692,6 +693,7 @@ async fn create(
             object.entry("combinationConfigurations").or_insert_with(|| json!([]));
         }
     }
+    let w = state.begin_write().await?;
     let name = {
         let dir = state.dir();
         if kind == Kind::Strength && dir.strengths().count() >= MAX_CUSTOM_STRENGTHS {
@@ -702,7 +704,7 @@ async fn create(
         validate(&dir, kind, &object, None)?
     };
     let record = audit(&caller, kind, "Add", &id, &name, String::new());
-    commit(&state, kind.put(object.clone()), record).await?;
+    commit(&state, w, kind.put(object.clone()), record).await?;
     let out = one(&state.dir(), kind, &id).unwrap_or(Value::Object(object));
     Ok(graph::created(graph::entity(&state, path, out)))
 }
@@ -734,6 +736,7 @@ async fn update(
     kind: Kind,
 ) -> ApiResult<Response> {
     let id = normalize_id(&id);
+    let w = state.begin_write().await?;
     let (object, name) = {
         let dir = state.dir();
         if kind == Kind::Strength && built_in(&id).is_some() {
@@ -756,7 +759,7 @@ async fn update(
         (object, name)
     };
     let record = audit(&caller, kind, "Update", &id, &name, String::new());
-    commit(&state, kind.put(object), record).await?;
+    commit(&state, w, kind.put(object), record).await?;
     Ok(graph::no_content())
 }
 
@@ -788,6 +791,7 @@ async fn delete(
     let id = normalize_id(&id);
     // `?force=true` deletes an object policies still use.
     let force = query.flag("force")?;
+    let w = state.begin_write().await?;
     let (name, users) = {
         let dir = state.dir();
         if kind == Kind::Strength && built_in(&id).is_some() {
@@ -817,7 +821,7 @@ async fn delete(
         format!("forced while used by {} policies", users.len())
     };
     let record = audit(&caller, kind, "Delete", &id, &name, reason);
-    commit(&state, kind.delete(id), record).await?;
+    commit(&state, w, kind.delete(id), record).await?;
     Ok(graph::no_content())
 }
 

@@ -22,7 +22,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::graph::base;
 use crate::state::AppState;
-use crate::store::{AuditRecord, AuditTarget};
+use crate::store::{AuditRecord, AuditTarget, Write};
 
 pub fn routes(api: Api) -> Api {
     api.merge(users::routes).merge(groups::routes).merge(roles::routes).merge(objects::routes)
@@ -230,8 +230,13 @@ fn audit(
 }
 
 /// Commits the changes with their audit records, then brings this node's memory up to date.
-async fn commit(state: &AppState, changes: &[Change], audits: &[AuditRecord]) -> ApiResult<()> {
-    let w = state.store.begin().await?;
+/// `w` is from `AppState::begin_write`, opened before the changes were validated.
+async fn commit(
+    state: &AppState,
+    w: Write,
+    changes: &[Change],
+    audits: &[AuditRecord],
+) -> ApiResult<()> {
     w.commit(state.now(), changes, audits).await?;
     state.sync().await?;
     Ok(())

@@ -15,7 +15,9 @@ use super::error::ApiError;
 use crate::state::AppState;
 
 /// A JSON object body. Malformed JSON, a non-object, or a body over the size limit is a Graph
-/// `badRequest`, never a 500.
+/// `badRequest`, never a 500. So are two values for one key (which one counts would depend on
+/// who parses: a proxy that checked the first lets the second through) and the NUL character
+/// (PostgreSQL cannot store it in text, and no Graph value holds one).
 pub struct Body(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
@@ -36,11 +38,99 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         if bytes.is_empty() {
             return Ok(Body(Map::new()));
         }
-        match serde_json::from_slice::<Value>(&bytes) {
+        match strict_json(&bytes) {
             Ok(Value::Object(m)) => Ok(Body(m)),
             Ok(_) => Err(ApiError::bad_request("The request body must be a JSON object.")),
             Err(e) => Err(ApiError::bad_request(format!("Invalid JSON in the request body: {e}"))),
         }
+    }
+}
+
+/// `bytes` as one JSON value, refusing duplicate keys and the NUL character at any depth.
+fn strict_json(bytes: &[u8]) -> serde_json::Result<Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Builds a `Value` as `serde_json` does (its nesting limit included), with the two refusals.
+struct Strict;
+
+fn no_nul<E: serde::de::Error>(s: &str) -> Result<(), E> {
+    if s.contains('\0') {
+        Err(E::custom("the NUL character (\\u0000) is not accepted"))
+    } else {
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        no_nul(v)?;
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        no_nul(&v)?;
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        use serde::de::Error;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            no_nul(&key)?;
+            if out.contains_key(&key) {
+                return Err(A::Error::custom(format!("the key `{key}` is given twice")));
+            }
+            let value = map.next_value_seed(Strict)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -82,7 +172,15 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request("The query string is not UTF-8."))
+    let text = String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request("The query string is not UTF-8."))?;
+    if text.contains('\0') {
+        // PostgreSQL cannot hold it in text: a filter value with one would fail the query.
+        return Err(ApiError::bad_request(
+            "The query string contains the NUL character (%00), which is not accepted.",
+        ));
+    }
+    Ok(text)
 }
 
 /// `{base}/v1.0` as clients reach it.

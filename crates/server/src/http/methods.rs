@@ -715,6 +715,9 @@ async fn create_tap(
     Path(id): Path<String>,
     Body(body): Body,
 ) -> ApiResult<Response> {
+    // The target's roles and the policy as of every committed change (a role granted a moment
+    // ago counts), and no other write in between.
+    let mut w = state.begin_write().await?;
     let (target, policy) = resolve(&state, &id)?;
     if target.id == caller.user_id {
         return Err(ApiError::forbidden(
@@ -753,7 +756,6 @@ async fn create_tap(
             if issue.usable_once { "one-time" } else { "multi-use" }
         ),
     );
-    let mut w = state.store.begin().await?;
     // A new pass replaces the old one at once, and the old one's sessions end with it.
     let replaced = w.put_tap(&row).await?;
     let changes: Vec<Change> = replaced
@@ -807,6 +809,7 @@ async fn delete_tap(
     caller: Caller,
     Path((id, method_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    let mut w = state.begin_write().await?;
     let (target, _) = resolve(&state, &id)?;
     if target.id == caller.user_id {
         return Err(ApiError::forbidden(
@@ -821,7 +824,6 @@ async fn delete_tap(
         "Admin deleted temporary access pass method for user",
         format!("method {}", row.id),
     );
-    let mut w = state.store.begin().await?;
     if !w.delete_tap(&target.id, &row.id).await? {
         // Replaced or deleted by another request since we read it.
         return Err(method_not_found(&method_id));

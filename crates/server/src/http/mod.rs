@@ -17,8 +17,9 @@ pub mod signin;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::handler::Handler;
-use axum::http::{Method, Uri};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use gatehouse_core::roles::Access;
 
@@ -109,14 +110,74 @@ pub fn api(state: AppState) -> Api {
         .merge(logs::routes)
 }
 
-/// The whole application: routes plus the request-path normalisation that must run before
-/// routing (the Python SDK, given a base URL with a trailing slash, sends `//`).
+/// The whole application: routes plus what must run around routing: the request-path
+/// normalisation (the Python SDK, given a base URL with a trailing slash, sends `//`), the
+/// refusal of paths the store could not hold, and Graph error bodies for the refusals the
+/// framework answers itself.
 pub fn app(state: AppState) -> (axum::Router, Vec<RouteSpec>) {
     let (router, specs) = api(state).into_router();
     let app = Router::new()
         .fallback_service(router)
-        .layer(axum::middleware::map_request(collapse_slashes));
+        .layer(axum::middleware::map_request(refuse_nul))
+        .layer(axum::middleware::map_request(collapse_slashes))
+        .layer(axum::middleware::from_fn(graph_error_bodies));
     (app, specs)
+}
+
+/// No Graph id or name holds the NUL character, and PostgreSQL cannot hold it in text: a path
+/// that decodes to one is refused before it can reach a query.
+async fn refuse_nul(req: Request) -> Result<Request, ApiError> {
+    if req.uri().path().contains("%00") {
+        return Err(ApiError::bad_request(
+            "The path contains the NUL character (%00), which is not accepted.",
+        ));
+    }
+    Ok(req)
+}
+
+/// The refusals axum and tower-http answer themselves, in plain text or with no body (a method
+/// the route does not serve, a body over the limit, a path segment that is not UTF-8), get
+/// Graph's error body like every other error: clients read one shape. Headers that still apply
+/// (`Allow`) are kept.
+async fn graph_error_bodies(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // The framework's own messages are short; anything longer is not one of them.
+    let text = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "Request_BadRequest",
+            "Specified HTTP method is not allowed for the request uri.",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "requestTooLarge", "The request body is too large.")
+        }
+        s if s.is_server_error() => ApiError::internal("The request could not be completed."),
+        _ => {
+            let message = if text.is_empty() {
+                status.canonical_reason().unwrap_or("Bad request").to_owned()
+            } else {
+                text
+            };
+            ApiError::new(status, "badRequest", message)
+        }
+    };
+    let mut out = error.into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
 }
 
 async fn collapse_slashes(mut req: Request) -> Request {

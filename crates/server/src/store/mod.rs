@@ -74,7 +74,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// SQLite has one writer; taking it in-process first avoids lock upgrades that fail with
-    /// "database is locked" instead of waiting.
+    /// "database is locked" instead of waiting. On PostgreSQL it orders this node's serialized
+    /// writes (`begin_serialized`), so they wait here rather than each holding a connection.
     writer: Arc<Mutex<()>>,
     url: String,
 }
@@ -143,6 +144,23 @@ impl Store {
         Ok(Write { tx, _writer: guard, backend: self.backend })
     }
 
+    /// A write that validates against the directory, so must see every directory change
+    /// committed before it and keep others from committing until it ends: on PostgreSQL it
+    /// takes the store version's row lock first (every write with changes takes it to commit),
+    /// on SQLite the single writer already excludes every other write. The caller brings its
+    /// memory up to date after this (`AppState::begin_write`).
+    pub async fn begin_serialized(&self) -> Result<Write> {
+        if self.backend == Backend::Sqlite {
+            return self.begin().await;
+        }
+        let guard = self.writer.clone().lock_owned().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE store_version SET version = version WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(Write { tx, _writer: Some(guard), backend: self.backend })
+    }
+
     /// The version of the last committed change.
     pub async fn version(&self) -> Result<i64> {
         let row = sqlx::query("SELECT version FROM store_version WHERE id = 1")
@@ -200,25 +218,30 @@ impl Write {
         log: &[Change],
         audits: &[AuditRecord],
     ) -> Result<i64> {
-        for c in changes {
-            tables::persist(&mut self.tx, c).await?;
-        }
-        for a in audits {
-            audit::insert(&mut self.tx, now, a).await?;
-        }
         let version = if log.is_empty() {
             let row = sqlx::query("SELECT version FROM store_version WHERE id = 1")
                 .fetch_one(&mut *self.tx)
                 .await?;
             row.try_get::<i64, _>("version")?
         } else {
-            // The row lock taken here is held until commit, so versions commit in order.
+            // The row lock taken here is held until commit, so versions commit in order; it is
+            // taken before the rows are written, so the rows change in that order too (written
+            // first, a delete could miss a row a concurrent insert had not committed yet, while
+            // the log applies the insert first: the tables and every node's memory would part).
             let row = sqlx::query(
                 "UPDATE store_version SET version = version + 1 WHERE id = 1 RETURNING version",
             )
             .fetch_one(&mut *self.tx)
             .await?;
-            let version: i64 = row.try_get("version")?;
+            row.try_get::<i64, _>("version")?
+        };
+        for c in changes {
+            tables::persist(&mut self.tx, c).await?;
+        }
+        for a in audits {
+            audit::insert(&mut self.tx, now, a).await?;
+        }
+        if !log.is_empty() {
             let body = serde_json::to_string(log)
                 .map_err(|e| StoreError::Corrupt(format!("change log: {e}")))?;
             sqlx::query("INSERT INTO changes (version, at, body) VALUES ($1, $2, $3)")
@@ -234,8 +257,7 @@ impl Write {
                     .execute(&mut *self.tx)
                     .await?;
             }
-            version
-        };
+        }
         self.tx.commit().await?;
         Ok(version)
     }

@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::response::Response;
 use gatehouse_core::Change;
 use gatehouse_core::directory::Directory;
-use gatehouse_core::roles::{Access, area};
+use gatehouse_core::roles::{Access, Role, area};
 use serde_json::{Map, Value};
 
 use super::users::text_count;
@@ -264,6 +264,35 @@ fn check_member(dir: &Directory, group: &str, member: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Whether changing `group` changes who holds a directory role: it can be assigned roles, holds
+/// one, or is nested (at any depth) in a group that does.
+fn confers_roles(dir: &Directory, group: &str) -> bool {
+    let assignable = |id: &str| {
+        dir.group(id)
+            .and_then(|g| g.raw.get("isAssignableToRole"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let mut holders = dir.transitive_member_of(group);
+    holders.push(group.to_owned());
+    holders.iter().any(|g| assignable(g))
+        || dir.role_assignments().any(|a| holders.contains(&a.principal_id))
+}
+
+/// Who is in a group that confers roles decides who is an administrator: only a Global
+/// Administrator may change such a group, its members, or delete it (Entra: Global or
+/// Privileged Role Administrators), or a Groups Administrator could make themself one.
+fn require_role_group_admin(dir: &Directory, caller: &Caller, group: &str) -> ApiResult<()> {
+    if caller.roles.contains(&Role::GlobalAdministrator) || !confers_roles(dir, group) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "Insufficient privileges to complete the operation: this group can be assigned directory \
+         roles (or is nested in one that can), so only a Global Administrator may change it or its \
+         members.",
+    ))
+}
+
 fn already_member() -> ApiError {
     ApiError::directory_bad_request(
         "One or more added object references already exist for the following modified properties: 'members'.",
@@ -323,10 +352,19 @@ async fn create_group(
     )?;
     require("group", &group, REQUIRED)?;
     check_values(&mut group)?;
+    if group.get("isAssignableToRole") == Some(&Value::Bool(true))
+        && !caller.roles.contains(&Role::GlobalAdministrator)
+    {
+        return Err(ApiError::forbidden(
+            "Insufficient privileges to complete the operation: only a Global Administrator may \
+             create a group that can be assigned directory roles.",
+        ));
+    }
     let id = crate::random::guid();
     group.insert("id".into(), id.clone().into());
     group.insert("createdDateTime".into(), gatehouse_core::time::format(state.now()).into());
     let name = group.get("displayName").and_then(Value::as_str).map(str::to_owned);
+    let w = state.begin_write().await?;
     let (changes, record) = {
         let dir = state.dir();
         let members = bound_members(&dir, &body, &id)?;
@@ -340,7 +378,7 @@ async fn create_group(
             crate::store::AuditTarget { kind: "Group", id: id.clone(), display_name: name };
         (changes, audit(&caller, "GroupManagement", "Add group", reason, vec![target]))
     };
-    commit(&state, &changes, &[record]).await?;
+    commit(&state, w, &changes, &[record]).await?;
     let body = {
         let dir = state.dir();
         let g = dir
@@ -359,9 +397,11 @@ async fn update_group(
     Body(body): Body,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (changes, record) = {
         let dir = state.dir();
         let current = dir.group(&norm(&id)).ok_or_else(|| not_found(&id))?;
+        require_role_group_admin(&dir, &caller, &current.id)?;
         let mut patch = Map::new();
         let read_only: Vec<&str> =
             READ_ONLY.iter().copied().chain(["isAssignableToRole"]).collect();
@@ -409,7 +449,7 @@ async fn update_group(
             ),
         )
     };
-    commit(&state, &changes, &[record]).await?;
+    commit(&state, w, &changes, &[record]).await?;
     Ok(no_content())
 }
 
@@ -421,9 +461,11 @@ async fn delete_group(
 ) -> ApiResult<Response> {
     let force = odata.flag("force")?;
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (group_id, record) = {
         let dir = state.dir();
         let g = dir.group(&norm(&id)).ok_or_else(|| not_found(&id))?;
+        require_role_group_admin(&dir, &caller, &g.id)?;
         let policies = referencing_policies(&dir, &[&g.id]);
         if !policies.is_empty() && !force {
             return Err(ApiError::conflict(format!(
@@ -446,7 +488,7 @@ async fn delete_group(
             audit(&caller, "GroupManagement", "Delete group", reason, vec![target_of(&dir, &g.id)]),
         )
     };
-    commit(&state, &[Change::DeleteGroup { id: group_id }], &[record]).await?;
+    commit(&state, w, &[Change::DeleteGroup { id: group_id }], &[record]).await?;
     Ok(no_content())
 }
 
@@ -508,9 +550,11 @@ async fn add_member(
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
     let member = reference_body(&body)?;
+    let w = state.begin_write().await?;
     let (change, record) = {
         let dir = state.dir();
         let g = dir.group(&norm(&id)).ok_or_else(|| not_found(&id))?;
+        require_role_group_admin(&dir, &caller, &g.id)?;
         // A user may be named by user principal name too.
         let member = match dir.kind_of(&member) {
             Some(_) => member,
@@ -529,7 +573,7 @@ async fn add_member(
         );
         (Change::AddMember { group: g.id.clone(), member }, record)
     };
-    commit(&state, &[change], &[record]).await?;
+    commit(&state, w, &[change], &[record]).await?;
     Ok(no_content())
 }
 
@@ -541,9 +585,11 @@ async fn remove_member(
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
     let member = norm(&member);
+    let w = state.begin_write().await?;
     let (change, record) = {
         let dir = state.dir();
         let g = dir.group(&norm(&id)).ok_or_else(|| not_found(&id))?;
+        require_role_group_admin(&dir, &caller, &g.id)?;
         if !g.members.contains(&member) {
             return Err(ApiError::not_found("member", &member));
         }
@@ -556,7 +602,7 @@ async fn remove_member(
         );
         (Change::RemoveMember { group: g.id.clone(), member }, record)
     };
-    commit(&state, &[change], &[record]).await?;
+    commit(&state, w, &[change], &[record]).await?;
     Ok(no_content())
 }
 

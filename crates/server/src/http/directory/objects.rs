@@ -198,6 +198,7 @@ async fn create_sp(
     let id = crate::random::guid();
     sp.insert("id".into(), id.clone().into());
     sp.insert("createdDateTime".into(), gatehouse_core::time::format(state.now()).into());
+    let w = state.begin_write().await?;
     if state.dir().service_principals().any(|a| a.app_id == app_id) {
         return Err(taken("appId"));
     }
@@ -210,7 +211,7 @@ async fn create_sp(
         format!("appId {app_id}"),
         vec![target],
     );
-    commit(&state, &[Change::PutServicePrincipal { service_principal: sp }], &[record]).await?;
+    commit(&state, w, &[Change::PutServicePrincipal { service_principal: sp }], &[record]).await?;
     let body = {
         let dir = state.dir();
         let a = dir
@@ -235,6 +236,7 @@ async fn update_sp(
     Body(body): Body,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (change, record) = {
         let dir = state.dir();
         let key = normalize_id(&id);
@@ -267,7 +269,7 @@ async fn update_sp(
         );
         (Change::PutServicePrincipal { service_principal: current }, record)
     };
-    commit(&state, &[change], &[record]).await?;
+    commit(&state, w, &[change], &[record]).await?;
     Ok(no_content())
 }
 
@@ -279,6 +281,7 @@ async fn delete_sp(
 ) -> ApiResult<Response> {
     let force = odata.flag("force")?;
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (key, record) = {
         let dir = state.dir();
         let key = normalize_id(&id);
@@ -310,7 +313,7 @@ async fn delete_sp(
         );
         (key, record)
     };
-    commit(&state, &[Change::DeleteServicePrincipal { id: key }], &[record]).await?;
+    commit(&state, w, &[Change::DeleteServicePrincipal { id: key }], &[record]).await?;
     Ok(no_content())
 }
 
@@ -465,6 +468,7 @@ async fn create_device(
     device.insert("id".into(), id.clone().into());
     device.entry("registrationDateTime").or_insert(now.clone().into());
     device.insert("createdDateTime".into(), now.into());
+    let w = state.begin_write().await?;
     let taken_already = state.dir().devices().any(|d| {
         d.get("deviceId")
             .and_then(Value::as_str)
@@ -477,7 +481,7 @@ async fn create_device(
     let target = AuditTarget { kind: "Device", id: id.clone(), display_name: name };
     let record =
         audit(&caller, "Device", "Add device", format!("deviceId {device_id}"), vec![target]);
-    commit(&state, &[Change::PutDevice { device }], &[record]).await?;
+    commit(&state, w, &[Change::PutDevice { device }], &[record]).await?;
     let body = {
         let dir = state.dir();
         let d = dir
@@ -496,6 +500,7 @@ async fn update_device(
     Body(body): Body,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (change, record) = {
         let dir = state.dir();
         let key = normalize_id(&id);
@@ -522,7 +527,7 @@ async fn update_device(
         let record = audit(&caller, "Device", "Update device", reason, vec![target_of(&dir, &key)]);
         (Change::PutDevice { device }, record)
     };
-    commit(&state, &[change], &[record]).await?;
+    commit(&state, w, &[change], &[record]).await?;
     Ok(no_content())
 }
 
@@ -533,6 +538,7 @@ async fn delete_device(
     odata: OData,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (key, record) = {
         let dir = state.dir();
         let key = normalize_id(&id);
@@ -540,7 +546,7 @@ async fn delete_device(
         let record = audit(&caller, "Device", "Delete device", "", vec![target_of(&dir, &key)]);
         (key, record)
     };
-    commit(&state, &[Change::DeleteDevice { id: key }], &[record]).await?;
+    commit(&state, w, &[Change::DeleteDevice { id: key }], &[record]).await?;
     Ok(no_content())
 }
 

@@ -203,6 +203,7 @@ async fn create_assignment(
         .with_target("roleDefinitionId"));
     };
     let id = crate::random::guid();
+    let w = state.begin_write().await?;
     let assignment = {
         let dir = state.dir();
         match dir.kind_of(&principal) {
@@ -259,7 +260,7 @@ async fn create_assignment(
         format!("scope {scope}"),
         vec![target, role_target],
     );
-    commit(&state, &[Change::PutRoleAssignment { assignment }], &[record]).await?;
+    commit(&state, w, &[Change::PutRoleAssignment { assignment }], &[record]).await?;
     let body = {
         let dir = state.dir();
         let a = dir
@@ -287,6 +288,7 @@ async fn delete_assignment(
     odata: OData,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (assignment_id, record) = {
         let dir = state.dir();
         let key = normalize_id(&id);
@@ -323,7 +325,7 @@ async fn delete_assignment(
         );
         (key, record)
     };
-    commit(&state, &[Change::DeleteRoleAssignment { id: assignment_id }], &[record]).await?;
+    commit(&state, w, &[Change::DeleteRoleAssignment { id: assignment_id }], &[record]).await?;
     Ok(no_content())
 }
 

@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_core::Change;
 use gatehouse_core::directory::Directory;
-use gatehouse_core::roles::{Access, area};
+use gatehouse_core::roles::{Access, Role, area, may_manage_user};
 use gatehouse_policy::model::directory::User;
 use serde_json::{Map, Value};
 
@@ -173,6 +173,18 @@ pub fn expand_user(dir: &Directory, e: &Expand, m: &mut Map<String, Value>) -> A
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found("user", id)
+}
+
+/// Refuses a caller who may not change or delete `user` (a User Administrator acting on a
+/// Global Administrator, say: `may_manage_user`).
+fn require_manage(dir: &Directory, caller: &Caller, user: &str) -> ApiResult<()> {
+    if may_manage_user(&caller.roles, &dir.roles_of(user)) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "Insufficient privileges to complete the operation: the user holds an administrator role \
+         that your roles may not manage.",
+    ))
 }
 
 async fn list_users(State(state): State<AppState>, odata: OData) -> ApiResult<Response> {
@@ -356,6 +368,10 @@ async fn create_user(
     user.entry("userType").or_insert_with(|| "Member".into());
 
     let phc = hash(password).await?;
+    let mut w = state.begin_write().await?;
+    if state.dir().resolve_user(&upn).is_some() {
+        return Err(taken("userPrincipalName"));
+    }
     let changes = [Change::PutUser { user, manager: None }];
     let record = audit(
         &caller,
@@ -364,7 +380,6 @@ async fn create_user(
         "",
         vec![crate::store::AuditTarget { kind: "User", id: id.clone(), display_name: Some(upn) }],
     );
-    let mut w = state.store.begin().await?;
     w.set_password(&id, &phc, now).await?;
     w.commit(now, &changes, &[record]).await?;
     state.sync().await?;
@@ -382,19 +397,37 @@ fn snapshot_user(state: &AppState, id: &str) -> ApiResult<User> {
     state.dir().resolve_user(id).cloned().ok_or_else(|| not_found(id))
 }
 
-async fn update_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    odata: OData,
-    Body(body): Body,
-) -> ApiResult<Response> {
-    odata.refuse_all()?;
-    let current = snapshot_user(&state, &id)?;
+/// Deleting or disabling the user who holds every tenant-wide Global Administrator assignment
+/// would leave nobody able to administer the server, as deleting the last assignment would
+/// (`roles::delete_assignment`): 409.
+fn require_not_last_global_admin(dir: &Directory, user: &str) -> ApiResult<()> {
+    let ga = Role::GlobalAdministrator;
+    let mut holders = dir
+        .role_assignments()
+        .filter(|a| a.directory_scope_id == "/" || a.directory_scope_id.is_empty())
+        .filter(|a| Role::from_template_id(&a.role_template_id) == Some(ga))
+        .map(|a| a.principal_id.as_str())
+        .peekable();
+    if holders.peek().is_some() && holders.all(|p| p == user) {
+        return Err(ApiError::conflict(
+            "This user holds the last tenant-wide Global Administrator assignment; deleting or \
+             disabling them would lock every administrator out. Assign the role to someone else \
+             first.",
+        ));
+    }
+    Ok(())
+}
+
+/// The validated changes `body` asks of `current`.
+fn user_patch(
+    state: &AppState,
+    current: &User,
+    body: &Map<String, Value>,
+) -> ApiResult<Map<String, Value>> {
     let mut patch = Map::new();
     copy_props(
         "User",
-        &body,
+        body,
         PROPS,
         &["passwordProfile"],
         READ_ONLY,
@@ -403,14 +436,40 @@ async fn update_user(
     )?;
     not_cleared("User", &patch, REQUIRED)?;
     check_values(&mut patch)?;
-    let password = password_of(&body)?;
     if let Some(Value::String(upn)) = patch.get("userPrincipalName")
         && state.dir().resolve_user(upn).is_some_and(|other| other.id != current.id)
     {
         return Err(taken("userPrincipalName"));
     }
-    if patch.is_empty() && password.is_none() {
+    Ok(patch)
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    odata.refuse_all()?;
+    // Checked before argon2 runs, then again against the user as the write finds them.
+    let before = snapshot_user(&state, &id)?;
+    require_manage(&state.dir(), &caller, &before.id)?;
+    let password = password_of(&body)?;
+    if user_patch(&state, &before, &body)?.is_empty() && password.is_none() {
         return Ok(no_content());
+    }
+    // Hash before the write opens: other writes are not held for argon2's time.
+    let phc = match password {
+        Some(p) => Some(hash(p).await?),
+        None => None,
+    };
+    let mut w = state.begin_write().await?;
+    let current = snapshot_user(&state, &id)?;
+    require_manage(&state.dir(), &caller, &current.id)?;
+    let patch = user_patch(&state, &current, &body)?;
+    if patch.get("accountEnabled") == Some(&Value::Bool(false)) {
+        require_not_last_global_admin(&state.dir(), &current.id)?;
     }
     let target = crate::store::AuditTarget {
         kind: "User",
@@ -435,13 +494,7 @@ async fn update_user(
         let activity = if disabling { "Disable account" } else { "Update user" };
         audits.push(audit(&caller, "UserManagement", activity, reason, vec![target.clone()]));
     }
-    // Hash before the transaction opens: the store's writer is not held for argon2's time.
-    let phc = match password {
-        Some(p) => Some(hash(p).await?),
-        None => None,
-    };
     let now = state.now();
-    let mut w = state.store.begin().await?;
     if let Some(phc) = phc {
         w.set_password(&current.id, &phc, now).await?;
         changes.push(Change::RevokeSessions { user_id: current.id.clone() });
@@ -465,15 +518,18 @@ async fn delete_user(
     odata: OData,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (user_id, record) = {
         let dir = state.dir();
         let u = dir.resolve_user(&id).ok_or_else(|| not_found(&id))?;
+        require_manage(&dir, &caller, &u.id)?;
+        require_not_last_global_admin(&dir, &u.id)?;
         (
             u.id.clone(),
             audit(&caller, "UserManagement", "Delete user", "", vec![target_of(&dir, &u.id)]),
         )
     };
-    commit(&state, &[Change::DeleteUser { id: user_id }], &[record]).await?;
+    commit(&state, w, &[Change::DeleteUser { id: user_id }], &[record]).await?;
     Ok(no_content())
 }
 
@@ -540,6 +596,7 @@ async fn put_manager(
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
     let reference = reference_body(&body)?;
+    let w = state.begin_write().await?;
     let (change, record) = {
         let dir = state.dir();
         let u = dir.resolve_user(&id).ok_or_else(|| not_found(&id))?;
@@ -577,7 +634,7 @@ async fn put_manager(
         );
         (Change::PutUser { user, manager: Some(m.id.clone()) }, record)
     };
-    commit(&state, &[change], &[record]).await?;
+    commit(&state, w, &[change], &[record]).await?;
     Ok(no_content())
 }
 
@@ -588,6 +645,7 @@ async fn delete_manager(
     odata: OData,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
+    let w = state.begin_write().await?;
     let (change, record) = {
         let dir = state.dir();
         let u = dir.resolve_user(&id).ok_or_else(|| not_found(&id))?;
@@ -605,7 +663,7 @@ async fn delete_manager(
         );
         (Change::PutUser { user, manager: None }, record)
     };
-    commit(&state, &[change], &[record]).await?;
+    commit(&state, w, &[change], &[record]).await?;
     Ok(no_content())
 }
 
