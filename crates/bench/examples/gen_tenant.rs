@@ -7,16 +7,18 @@
 //! cargo run --release -p gatehouse-bench --example gen_tenant -- /tmp/tenant100k
 //! target/release/gatehouse import --tenant /tmp/tenant100k --data-dir /tmp/gh100k
 //! ```
+//! It writes the story's files unchanged, and `users/page-NNN.json` (10,000 users each) and
+//! `groups/page-NNN.json` (2,000 groups each, with `members`) as Graph pages saved as files.
 //! Arguments: `OUT_DIR [USERS GROUPS MEMBERSHIPS]` (defaults 100000 20000 1000000; the
-//! totals include the story's 11 users, 7 groups and 13 memberships).
+//! totals include the story's own users, groups and memberships).
 //!
 //! Shape: the generated groups form a hierarchy under the story's `CA-Internals` (so every
 //! generated member is a transitive member of `CA-Internals` and `All-Staff`, which policies
 //! target): 20 divisions, 180 departments, 1,800 teams, and the rest project groups; each group
 //! is a member of one group a level up, and one in ten of a second one. Users hold the remaining
 //! memberships in teams and project groups (about ten each); 1% are also direct members of
-//! `CA-Internals-Travel`, 0.5% of `CA-Onboarding`, and 2% are guests. Every generated member
-//! user has a manager.
+//! `CA-Internals-Travel`, 0.5% of `CA-Onboarding`, and 2% are guests. Generated member user n
+//! reports to user n / 10 (unless that one is a guest).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -52,6 +54,59 @@ fn values(path: &Path) -> Result<Vec<Value>> {
 
 fn member_ref(kind: &str, id: &str) -> Value {
     json!({"@odata.type": format!("#microsoft.graph.{kind}"), "id": id})
+}
+
+/// A Graph collection written as `{"value": [...]}` pages of `per_page` objects each.
+struct Pages {
+    dir: PathBuf,
+    what: &'static str,
+    per_page: usize,
+    in_page: usize,
+    pages: usize,
+    file: Option<BufWriter<File>>,
+}
+
+impl Pages {
+    fn new(out: &Path, what: &'static str, per_page: usize) -> Result<Pages> {
+        let dir = out.join(what);
+        fs::create_dir_all(&dir)?;
+        Ok(Pages { dir, what, per_page, in_page: 0, pages: 0, file: None })
+    }
+
+    fn push(&mut self, item: &Value) -> Result<()> {
+        if self.in_page == self.per_page {
+            self.finish()?;
+        }
+        let w = match &mut self.file {
+            Some(w) => {
+                w.write_all(b",\n")?;
+                w
+            }
+            None => {
+                self.pages += 1;
+                let path = self.dir.join(format!("page-{:03}.json", self.pages));
+                let mut w = BufWriter::new(File::create(path)?);
+                let head = format!(
+                    "{{\"@odata.context\": \"https://graph.microsoft.com/v1.0/$metadata#{}\", \"value\": [\n",
+                    self.what
+                );
+                w.write_all(head.as_bytes())?;
+                self.file.insert(w)
+            }
+        };
+        serde_json::to_writer(&mut *w, item)?;
+        self.in_page += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if let Some(mut w) = self.file.take() {
+            w.write_all(b"\n]}\n")?;
+            w.flush()?;
+        }
+        self.in_page = 0;
+        Ok(())
+    }
 }
 
 struct Counts {
@@ -206,19 +261,11 @@ fn run() -> Result<()> {
         }
     }
 
-    // users.json
-    let mut w = BufWriter::new(File::create(out.join("users.json"))?);
-    w.write_all(b"{\"@odata.context\": \"https://graph.microsoft.com/v1.0/$metadata#users\", \"value\": [\n")?;
-    let mut first = true;
-    let mut sep = |w: &mut BufWriter<File>| -> std::io::Result<()> {
-        if !std::mem::take(&mut first) {
-            w.write_all(b",\n")?;
-        }
-        Ok(())
-    };
+    // users/page-NNN.json and groups/page-NNN.json: Graph pages saved as files (the importer
+    // takes at most 64 MiB per file).
+    let mut w = Pages::new(&out, "users", 10_000)?;
     for u in &story_users {
-        sep(&mut w)?;
-        serde_json::to_writer(&mut w, u)?;
+        w.push(u)?;
     }
     const DEPARTMENTS: [&str; 8] = [
         "Sales",
@@ -231,7 +278,6 @@ fn run() -> Result<()> {
         "Research",
     ];
     for (u, guest) in guests.iter().enumerate() {
-        sep(&mut w)?;
         let id = user_id(u);
         let user = if *guest {
             json!({
@@ -262,22 +308,16 @@ fn run() -> Result<()> {
             }
             user
         };
-        serde_json::to_writer(&mut w, &user)?;
+        w.push(&user)?;
     }
-    w.write_all(b"\n]}\n")?;
-    w.flush()?;
+    w.finish()?;
 
-    // groups.json (with `members`, as `/groups?$expand=members` returns them)
-    let mut w = BufWriter::new(File::create(out.join("groups.json"))?);
-    w.write_all(b"{\"@odata.context\": \"https://graph.microsoft.com/v1.0/$metadata#groups\", \"value\": [\n")?;
+    // Groups with `members`, as `/groups?$expand=members` returns them.
+    let mut w = Pages::new(&out, "groups", 2_000)?;
     let mut total_members = 0;
-    let mut first = true;
     for g in &story_groups {
-        if !std::mem::take(&mut first) {
-            w.write_all(b",\n")?;
-        }
         total_members += g.get("members").and_then(Value::as_array).map_or(0, Vec::len);
-        serde_json::to_writer(&mut w, g)?;
+        w.push(g)?;
     }
     let kinds = ["Division", "Department", "Team", "Project"];
     for (level, &(lo, hi)) in bounds.iter().enumerate() {
@@ -291,12 +331,10 @@ fn run() -> Result<()> {
                 "securityEnabled": true, "mailEnabled": false, "groupTypes": [],
                 "members": m
             });
-            w.write_all(b",\n")?;
-            serde_json::to_writer(&mut w, &group)?;
+            w.push(&group)?;
         }
     }
-    w.write_all(b"\n]}\n")?;
-    w.flush()?;
+    w.finish()?;
 
     let got = Counts {
         users: story_users.len() + n_users,
