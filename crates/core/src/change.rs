@@ -84,6 +84,22 @@ pub enum Change {
         user_id: String,
         tap_id: String,
     },
+    /// An access package assignment grants a role (a group's membership or ownership, an app
+    /// role) for a time; replaces that assignment's earlier grant of the same role.
+    Grant {
+        grant: crate::grants::GrantRow,
+    },
+    /// The assignment no longer grants the role.
+    Revoke {
+        role: crate::governance::model::GrantedRole,
+        principal: String,
+        assignment: String,
+    },
+    /// A user's sponsors (`/users/{id}/sponsors`), replaced as a whole.
+    SetSponsors {
+        user: String,
+        sponsors: Vec<String>,
+    },
     /// Everything was rewritten (an import): reload the whole directory from the store.
     Reload,
 }

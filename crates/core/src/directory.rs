@@ -19,7 +19,10 @@ use gatehouse_policy::{SourceFile, Tenant};
 use serde_json::{Map, Value};
 
 use crate::change::Change;
+use crate::governance::model::GrantedRole;
+use crate::grants::{Flip, GrantRow, Grants};
 use crate::roles::Role;
+use crate::time::Millis;
 
 /// Positions of a tenant vector's items by id, in id order.
 #[derive(Debug, Default, Clone)]
@@ -110,6 +113,10 @@ pub struct Directory {
     locations: Index,
     strengths: Index,
     auth_methods_policy: Option<Value>,
+    /// Roles held through access package assignments, as of an instant (`advance`).
+    grants: Grants,
+    /// user id -> the users sponsoring them.
+    sponsors: HashMap<String, BTreeSet<String>>,
 }
 
 fn root_obj<'a>(map: &'a Value, path: &'a JsonPath) -> Result<Obj<'a>, ApplyError> {
@@ -184,6 +191,11 @@ impl Directory {
                     }
                 }
                 self.drop_assignments_of(id);
+                self.grants.forget(id);
+                self.sponsors.remove(id);
+                for s in self.sponsors.values_mut() {
+                    s.remove(id);
+                }
                 Ok(Effect { recompile: true, revoke_sessions_of: vec![id.clone()], reload: false })
             }
             Change::PutGroup { group } => {
@@ -208,30 +220,49 @@ impl Directory {
                 }
                 self.forget_member(id);
                 self.drop_assignments_of(id);
+                self.grants.forget(id);
                 Ok(ca)
             }
             Change::AddMember { group, member } => {
-                let Some(i) = self.groups.0.get(group).copied() else {
+                if !self.groups.0.contains_key(group) {
                     return Err(ApplyError(format!("group {group} does not exist")));
-                };
-                if let Some(g) = self.tenant.groups.get_mut(i)
-                    && !g.members.contains(member)
-                {
-                    g.members.push(member.clone());
                 }
-                self.member_of.entry(member.clone()).or_default().insert(group.clone());
+                let role = GrantedRole::GroupMember { group_id: group.clone() };
+                self.grants.set_direct(&role, member, true);
+                self.set_member(group, member, true);
                 Ok(ca)
             }
             Change::RemoveMember { group, member } => {
-                if let Some(i) = self.groups.0.get(group).copied()
-                    && let Some(g) = self.tenant.groups.get_mut(i)
-                {
-                    g.members.retain(|m| m != member);
-                }
-                if let Some(set) = self.member_of.get_mut(member) {
-                    set.remove(group);
-                }
+                let role = GrantedRole::GroupMember { group_id: group.clone() };
+                // A member an access package also grants stays until the grant ends.
+                let held = self.grants.set_direct(&role, member, false).unwrap_or(false);
+                self.set_member(group, member, held);
                 Ok(ca)
+            }
+            Change::Grant { grant } => {
+                let flip = {
+                    let tenant_groups = &self.tenant.groups;
+                    let groups = &self.groups;
+                    self.grants.put(grant, || match &grant.role {
+                        GrantedRole::GroupMember { group_id } => groups
+                            .get(tenant_groups, group_id)
+                            .is_some_and(|g| g.members.contains(&grant.principal)),
+                        _ => false,
+                    })
+                };
+                Ok(self.mirror(flip.into_iter().collect()))
+            }
+            Change::Revoke { role, principal, assignment } => {
+                let flip = self.grants.remove(role, principal, assignment);
+                Ok(self.mirror(flip.into_iter().collect()))
+            }
+            Change::SetSponsors { user, sponsors } => {
+                if sponsors.is_empty() {
+                    self.sponsors.remove(user);
+                } else {
+                    self.sponsors.insert(user.clone(), sponsors.iter().cloned().collect());
+                }
+                Ok(Effect::default())
             }
             Change::PutRoleAssignment { assignment } => {
                 let value = Value::Object(assignment.clone());
@@ -256,6 +287,7 @@ impl Directory {
             Change::DeleteServicePrincipal { id } => {
                 self.service_principals.remove(&mut self.tenant.applications, id, sp_id);
                 self.forget_member(id);
+                self.grants.forget(id);
                 Ok(ca)
             }
             Change::PutDevice { device } => {
@@ -334,6 +366,89 @@ impl Directory {
             }
         }
         (total, errors)
+    }
+
+    /// Makes `member` a member of `group` in the tenant the snapshot compiles from, or not.
+    fn set_member(&mut self, group: &str, member: &str, present: bool) {
+        let Some(i) = self.groups.0.get(group).copied() else { return };
+        if let Some(g) = self.tenant.groups.get_mut(i) {
+            let has = g.members.iter().any(|m| m == member);
+            if present && !has {
+                g.members.push(member.to_owned());
+            } else if !present && has {
+                g.members.retain(|m| m != member);
+            }
+        }
+        if present {
+            self.member_of.entry(member.to_owned()).or_default().insert(group.to_owned());
+        } else if let Some(set) = self.member_of.get_mut(member) {
+            set.remove(group);
+        }
+    }
+
+    /// Mirrors grants that started or ended into group membership.
+    fn mirror(&mut self, flips: Vec<Flip>) -> Effect {
+        let mut effect = Effect::default();
+        for f in flips {
+            if let GrantedRole::GroupMember { group_id } = &f.role {
+                self.set_member(group_id, &f.principal, f.held);
+                effect.recompile = true;
+            }
+        }
+        effect
+    }
+
+    /// Evaluates grants as of `now` (never backwards): grants that started or ended since the
+    /// last evaluation take effect. Returns whether Conditional Access must be recompiled.
+    pub fn advance(&mut self, now: Millis) -> Effect {
+        let flips = self.grants.advance(now);
+        self.mirror(flips)
+    }
+
+    /// When a grant next starts or ends: the snapshot is valid until then.
+    pub fn next_grant_boundary(&self) -> Option<Millis> {
+        self.grants.next_boundary()
+    }
+
+    /// The instant grants were last evaluated at.
+    pub fn grants_as_of(&self) -> Millis {
+        self.grants.as_of()
+    }
+
+    /// Installs the stored grants after a load (`replace_all`), evaluated as of `now`. Group
+    /// members loaded so far are the direct ones.
+    pub fn load_grants(&mut self, rows: Vec<GrantRow>, now: Millis) {
+        let grants = {
+            let (groups, index) = (&self.tenant.groups, &self.groups);
+            Grants::load(
+                rows,
+                |r| match &r.role {
+                    GrantedRole::GroupMember { group_id } => index
+                        .get(groups, group_id)
+                        .is_some_and(|g| g.members.contains(&r.principal)),
+                    _ => false,
+                },
+                now,
+            )
+        };
+        let held: Vec<(String, String)> = grants
+            .held()
+            .filter_map(|(role, p)| match role {
+                GrantedRole::GroupMember { group_id } => Some((group_id.clone(), p.to_owned())),
+                _ => None,
+            })
+            .collect();
+        self.grants = grants;
+        for (g, p) in held {
+            self.set_member(&g, &p, true);
+        }
+    }
+
+    /// Sponsors loaded from the store.
+    pub fn load_sponsors(&mut self, rows: Vec<(String, String)>) {
+        for (user, sponsor) in rows {
+            self.sponsors.entry(user).or_default().insert(sponsor);
+        }
     }
 
     fn forget_member(&mut self, id: &str) {
@@ -465,6 +580,30 @@ impl Directory {
 
     pub fn direct_reports(&self, manager: &str) -> impl Iterator<Item = &User> {
         self.users().filter(move |u| u.manager.as_deref() == Some(manager))
+    }
+
+    /// A user's sponsors.
+    pub fn sponsors_of(&self, user: &str) -> impl Iterator<Item = &String> {
+        self.sponsors.get(user).into_iter().flatten()
+    }
+
+    /// Is `member` a direct member of `group` (not only through an access package)?
+    pub fn is_direct_member(&self, group: &str, member: &str) -> bool {
+        let role = GrantedRole::GroupMember { group_id: group.to_owned() };
+        match self.grants.is_direct(&role, member) {
+            Some(direct) => direct,
+            None => self.members(group).iter().any(|m| m == member),
+        }
+    }
+
+    /// The assignments through which `principal` holds `role` now.
+    pub fn granting_assignments(&self, role: &GrantedRole, principal: &str) -> Vec<String> {
+        self.grants.granting_assignments(role, principal)
+    }
+
+    /// Principals holding a granted role now: group owners and app roles live only here.
+    pub fn granted_roles(&self) -> impl Iterator<Item = (&GrantedRole, &str)> {
+        self.grants.held()
     }
 
     pub fn members(&self, group: &str) -> &[String] {

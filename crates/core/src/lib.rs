@@ -6,11 +6,15 @@
 //! - `auth`: the rules of the authentication methods (TAP, TOTP, lockout), with `now` passed in.
 //! - `roles`: Entra directory roles and what each may do.
 //! - `odata`: `$filter`, `$select`, `$top` and paging as Graph clients send them.
+//! - `governance`: entitlement management: policies, requests, approvals, assignments.
+//! - `grants`: roles held for a time through access package assignments.
 //! - `time`: instants as Unix milliseconds and their Graph text forms.
 
 pub mod auth;
 pub mod change;
 pub mod directory;
+pub mod governance;
+pub mod grants;
 pub mod odata;
 pub mod roles;
 pub mod time;

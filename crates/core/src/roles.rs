@@ -17,10 +17,11 @@ pub enum Role {
     GroupsAdministrator,
     SecurityReader,
     ReportsReader,
+    IdentityGovernanceAdministrator,
 }
 
 impl Role {
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 11] = [
         Role::GlobalAdministrator,
         Role::GlobalReader,
         Role::ConditionalAccessAdministrator,
@@ -31,6 +32,7 @@ impl Role {
         Role::GroupsAdministrator,
         Role::SecurityReader,
         Role::ReportsReader,
+        Role::IdentityGovernanceAdministrator,
     ];
 
     /// The role template id (also the `roleDefinitionId` of built-in role assignments).
@@ -46,6 +48,7 @@ impl Role {
             Role::GroupsAdministrator => "fdd7a751-b60b-444a-984c-02652fe8fa1c",
             Role::SecurityReader => "5d6b6bb7-de71-4623-b4af-96380a352509",
             Role::ReportsReader => "4a5d8f65-41da-4de4-8968-e035b65339cf",
+            Role::IdentityGovernanceAdministrator => "45d8d3c5-c802-45c6-b32a-1d70b5e1e86e",
         }
     }
 
@@ -63,6 +66,7 @@ impl Role {
             Role::GroupsAdministrator => "Groups Administrator",
             Role::SecurityReader => "Security Reader",
             Role::ReportsReader => "Reports Reader",
+            Role::IdentityGovernanceAdministrator => "Identity Governance Administrator",
         }
     }
 
@@ -92,6 +96,98 @@ pub enum Access {
     SignedIn,
     /// A session holding at least one of these roles.
     Roles(&'static [Role]),
+    /// Entitlement management: a session holding one of these roles, or holding a catalog role
+    /// that grants `right` in some catalog; the handler then checks the catalog the request is
+    /// about (`docs/governance.md`).
+    Catalog(&'static [Role], CatalogRight),
+    /// A custom extension's callback signed with its secret, or a session holding one of these
+    /// roles.
+    SignedOr(&'static [Role]),
+}
+
+/// What a catalog role lets its holder do in that catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CatalogRight {
+    /// See the catalog, its resources, packages, policies, requests and assignments.
+    Read,
+    /// Change the catalog itself, its resources and custom extensions.
+    ManageCatalog,
+    /// Create and change access packages and their policies.
+    ManagePackages,
+    /// Assign access directly, and remove or reprocess assignments and requests.
+    ManageAssignments,
+    /// Create catalogs (tenant-wide).
+    CreateCatalog,
+}
+
+/// The entitlement-management roles (`roleManagement/entitlementManagement/roleDefinitions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CatalogRole {
+    Creator,
+    Owner,
+    Reader,
+    PackageManager,
+    AssignmentManager,
+}
+
+impl CatalogRole {
+    pub const ALL: [CatalogRole; 5] = [
+        CatalogRole::Creator,
+        CatalogRole::Owner,
+        CatalogRole::Reader,
+        CatalogRole::PackageManager,
+        CatalogRole::AssignmentManager,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            CatalogRole::Creator => "ba92d953-d8e0-4e39-a797-0cbedb0a89e8",
+            CatalogRole::Owner => "ae79f266-94d4-4dab-b730-feca7e132178",
+            CatalogRole::Reader => "44272f93-9762-48e8-af59-1b5351b1d6b3",
+            CatalogRole::PackageManager => "7f480852-ebdc-47d4-87de-0d8498384a83",
+            CatalogRole::AssignmentManager => "e2182095-804a-4656-ae11-64734e9b7ae5",
+        }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            CatalogRole::Creator => "Catalog creator",
+            CatalogRole::Owner => "Catalog owner",
+            CatalogRole::Reader => "Catalog reader",
+            CatalogRole::PackageManager => "Access package manager",
+            CatalogRole::AssignmentManager => "Access package assignment manager",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            CatalogRole::Creator => "Create catalogs; the creator becomes the catalog's first owner.",
+            CatalogRole::Owner => "Edit and manage a catalog, its resources, access packages and assignments.",
+            CatalogRole::Reader => "View a catalog and its access packages.",
+            CatalogRole::PackageManager => "Edit and manage every access package of a catalog.",
+            CatalogRole::AssignmentManager => "Manage the assignments of every access package of a catalog.",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<CatalogRole> {
+        CatalogRole::ALL.into_iter().find(|r| r.id().eq_ignore_ascii_case(id.trim()))
+    }
+
+    /// Is this role scoped to one catalog (`/AccessPackageCatalog/{id}`) rather than the tenant?
+    pub fn is_catalog_scoped(self) -> bool {
+        self != CatalogRole::Creator
+    }
+
+    pub fn grants(self, right: CatalogRight) -> bool {
+        use CatalogRight::*;
+        match self {
+            CatalogRole::Creator => right == CreateCatalog,
+            CatalogRole::Owner => right != CreateCatalog,
+            CatalogRole::Reader => right == Read,
+            CatalogRole::PackageManager => matches!(right, Read | ManagePackages | ManageAssignments),
+            CatalogRole::AssignmentManager => matches!(right, Read | ManageAssignments),
+        }
+    }
 }
 
 use Role::*;
@@ -134,6 +230,11 @@ pub mod area {
         &[GlobalAdministrator, AuthenticationAdministrator, PrivilegedAuthenticationAdministrator];
     pub const REPORTS_READ: &[Role] =
         &[GlobalAdministrator, GlobalReader, SecurityReader, ReportsReader];
+    /// Entitlement management as a whole (catalog roles add per-catalog rights on top,
+    /// checked per object: `docs/governance.md`).
+    pub const GOVERNANCE_READ: &[Role] =
+        &[GlobalAdministrator, GlobalReader, IdentityGovernanceAdministrator, SecurityReader];
+    pub const GOVERNANCE_WRITE: &[Role] = &[GlobalAdministrator, IdentityGovernanceAdministrator];
 }
 
 /// May a caller holding `caller` roles create or delete authentication methods of a user who

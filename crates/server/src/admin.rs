@@ -77,6 +77,7 @@ pub async fn bootstrap(store: &Store, upn: &str, now: i64) -> Result<Bootstrappe
         initiated_by: None,
         targets: vec![AuditTarget { kind: "User", id: user_id.clone(), display_name: Some(upn) }],
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     };
     let mut w = store.begin().await?;
     w.insert_session(&gatehouse_core::auth::secret::hash(&token), &session).await?;

@@ -25,6 +25,73 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub signin: SignInConfig,
     pub limits: Limits,
+    pub governance: GovernanceConfig,
+    pub mail: MailConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceConfig {
+    /// The time zone assignment policies read dates in when they name none (IANA name).
+    pub time_zone: String,
+    /// A folder of mail templates overriding the built-in ones (`docs/governance.md`).
+    pub mail_templates: Option<PathBuf>,
+    /// Custom extensions may call `http://` endpoints on these hosts (tests, a sidecar);
+    /// every other endpoint must be `https://`.
+    pub insecure_webhook_hosts: Vec<String>,
+    /// How often the worker looks for due work written by other nodes (it is woken at once for
+    /// work written on this node, and at the exact instant work falls due).
+    pub poll_millis: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// `smtp://host:port` (plain, or STARTTLS when the server offers it) or
+    /// `smtps://host:port` (TLS). Without it, mail is written as `.eml` files to `mail_dir`.
+    pub smtp_url: Option<String>,
+    pub username: Option<String>,
+    /// A file holding the SMTP password (never the password itself in the config).
+    pub password_file: Option<PathBuf>,
+    /// The sender: `Gatehouse <gatehouse@example.com>`.
+    pub from: String,
+    /// Where mail goes when no SMTP server is configured; default `{data_dir}/mail`.
+    pub mail_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("smtp_url", &self.smtp_url)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("from", &self.from)
+            .field("mail_dir", &self.mail_dir)
+            .finish()
+    }
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        GovernanceConfig {
+            time_zone: "UTC".into(),
+            mail_templates: None,
+            insecure_webhook_hosts: Vec::new(),
+            poll_millis: 1_000,
+        }
+    }
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            smtp_url: None,
+            username: None,
+            password_file: None,
+            from: "Gatehouse <gatehouse@localhost>".into(),
+            mail_dir: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +129,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             signin: SignInConfig::default(),
             limits: Limits::default(),
+            governance: GovernanceConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }
@@ -142,6 +211,12 @@ impl Config {
         if let Some(v) = get("GATEHOUSE_GEOIP_DATABASE") {
             self.geoip_database = Some(PathBuf::from(v));
         }
+        if let Some(v) = get("GATEHOUSE_SMTP_URL") {
+            self.mail.smtp_url = Some(v);
+        }
+        if let Some(v) = get("GATEHOUSE_TIME_ZONE") {
+            self.governance.time_zone = v;
+        }
         if let Some(v) = get("GATEHOUSE_TRUSTED_PROXIES") {
             self.trusted_proxies = v
                 .split(',')
@@ -165,6 +240,16 @@ impl Config {
             Some(u) => u.clone(),
             None => format!("sqlite:{}?mode=rwc", self.data_dir.join("gatehouse.db").display()),
         }
+    }
+
+    /// The default time zone of assignment policies, checked.
+    pub fn time_zone(&self) -> Result<gatehouse_core::governance::duration::Zone, String> {
+        gatehouse_core::governance::duration::Zone::named(&self.governance.time_zone)
+            .map_err(|e| format!("governance.time_zone: {e}"))
+    }
+
+    pub fn mail_dir(&self) -> PathBuf {
+        self.mail.mail_dir.clone().unwrap_or_else(|| self.data_dir.join("mail"))
     }
 
     pub fn public_url(&self) -> String {

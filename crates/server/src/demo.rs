@@ -131,6 +131,7 @@ pub async fn seed(store: &Store, now: i64) -> Result<Option<Seeded>, StoreError>
         initiated_by: None,
         targets: vec![AuditTarget { kind: "Other", id: "tenant".into(), display_name: None }],
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     };
     w.commit(now, &changes, &[audit]).await?;
     Ok(Some(Seeded { admin_token }))

@@ -126,6 +126,7 @@ pub async fn import(
         initiated_by: actor,
         targets: vec![AuditTarget { kind: "Other", id: "tenant".into(), display_name: None }],
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     };
     let w = store.begin().await?;
     summary.version = w.commit_bulk(now, &changes, &[Change::Reload], &[audit]).await?;

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod geo;
+pub mod governance;
 pub mod http;
 pub mod import;
 pub mod password;

@@ -23,6 +23,8 @@ pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     follower: Option<JoinHandle<()>>,
+    /// Due work and the outbox (`governance::worker`).
+    worker: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -33,6 +35,9 @@ impl Running {
         }
         if let Some(f) = self.follower.take() {
             f.abort();
+        }
+        if let Some(w) = self.worker.take() {
+            w.abort();
         }
         match self.task.await {
             Ok(r) => r,
@@ -94,7 +99,9 @@ pub async fn start(
             .await
     });
     let follower = Some(tokio::spawn(follow_changes(state.clone())));
-    Ok(Running { addr, state, routes, stop: Some(stop), task, follower })
+    let senders = crate::governance::worker::Senders::from_config(&state.config)?;
+    let worker = Some(tokio::spawn(crate::governance::worker::run(state.clone(), senders)));
+    Ok(Running { addr, state, routes, stop: Some(stop), task, follower, worker })
 }
 
 /// Keeps this node's memory in step with changes other nodes commit: PostgreSQL notifies at

@@ -1149,7 +1149,7 @@ pub async fn step(
     }
 
     let request = request_of(&flow, &user_id, client, &facts.device);
-    let snapshot = state.snapshot();
+    let snapshot = state.snapshot_at(now).await?;
     let evaluated = judge(&snapshot, &request, flow.modes(), &available);
     let policies_json = |p: &[Named]| -> Value {
         p.iter().map(|(id, name)| json!({"id": id, "displayName": name})).collect()

@@ -37,6 +37,8 @@ pub struct Inner {
     directory: RwLock<Directory>,
     snapshot: ArcSwap<Snapshot>,
     applied: AtomicI64,
+    /// When the next access-package grant starts or ends: the snapshot holds until then.
+    boundary: AtomicI64,
     sync_lock: Mutex<()>,
     /// Sessions by token hash, filled on first use; dropped when their user's sessions are
     /// revoked (the change log tells every node).
@@ -47,6 +49,10 @@ pub struct Inner {
     /// Sign-in attempts per client address (this node's memory: a brake on guessing, not an
     /// exact cluster-wide quota).
     pub throttle: std::sync::Mutex<IpThrottle>,
+    /// Entitlement management's settings (default time zone, mail templates).
+    pub governance: crate::governance::Service,
+    /// Wakes the workers: a write left due jobs or messages for them.
+    pub work: tokio::sync::Notify,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,11 +69,15 @@ impl AppState {
         config: Config,
         clock: Arc<dyn Clock>,
         geo: Option<Geo>,
-    ) -> Result<AppState, StoreError> {
+    ) -> anyhow::Result<AppState> {
+        let governance = crate::governance::Service::from_config(&config)?;
         let rows = store.load_directory().await?;
         let mut dir = Directory::new();
         dir.replace_all(rows.tenant, rows.devices, rows.auth_methods_policy);
+        dir.load_grants(rows.grants, clock.now());
+        dir.load_sponsors(rows.sponsors);
         let snapshot = Snapshot::compile(dir.tenant());
+        let boundary = dir.next_grant_boundary().unwrap_or(i64::MAX);
         let rate = config.signin.attempts_per_second_per_ip;
         let throttle = IpThrottle::new(rate.saturating_mul(10), rate, THROTTLE_MAX_CLIENTS);
         Ok(AppState(Arc::new(Inner {
@@ -78,10 +88,13 @@ impl AppState {
             directory: RwLock::new(dir),
             snapshot: ArcSwap::from_pointee(snapshot),
             applied: AtomicI64::new(rows.version),
+            boundary: AtomicI64::new(boundary),
             sync_lock: Mutex::new(()),
             sessions: std::sync::Mutex::new(HashMap::new()),
             revocations: AtomicU64::new(0),
             throttle: std::sync::Mutex::new(throttle),
+            governance,
+            work: tokio::sync::Notify::new(),
         })))
     }
 
@@ -94,9 +107,48 @@ impl AppState {
         self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The current compiled snapshot; it stays valid as long as it is held.
+    /// The current compiled snapshot; it stays valid as long as it is held. Sign-ins use
+    /// [`AppState::snapshot_at`], which first lets grants that started or ended take effect.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// The snapshot as of `now`: if an access-package grant started or ended since it was
+    /// compiled, the directory is evaluated at `now` and the snapshot recompiled first, so access
+    /// ends at the exact instant whether or not the expiry worker has run.
+    pub async fn snapshot_at(&self, now: i64) -> Result<Arc<Snapshot>, StoreError> {
+        self.advance_to(now).await?;
+        Ok(self.snapshot.load_full())
+    }
+
+    /// Lets grants that started or ended by `now` take effect in memory (cheap when none did).
+    pub async fn advance_to(&self, now: i64) -> Result<(), StoreError> {
+        if now < self.boundary.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.sync_lock.lock().await;
+        if now < self.boundary.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let recompile = {
+            let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
+            let effect = dir.advance(now);
+            self.boundary.store(dir.next_grant_boundary().unwrap_or(i64::MAX), Ordering::SeqCst);
+            effect.recompile
+        };
+        if recompile {
+            self.recompile().await?;
+        }
+        Ok(())
+    }
+
+    async fn recompile(&self) -> Result<(), StoreError> {
+        let state = self.clone();
+        let snapshot = tokio::task::spawn_blocking(move || Snapshot::compile(state.dir().tenant()))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("snapshot compile task: {e}")))?;
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
     }
 
     /// The store version the memory reflects.
@@ -142,6 +194,8 @@ impl AppState {
         let from = self.applied_version();
         let batches = self.store.changes_since(from).await?;
         let Some(last) = batches.last().map(|(v, _)| *v) else {
+            drop(_one_at_a_time);
+            self.advance_to(self.now()).await?;
             return Ok(from);
         };
         let (mut recompile, mut reload, mut revoked) = (false, false, Vec::new());
@@ -162,16 +216,19 @@ impl AppState {
             let rows = self.store.load_directory().await?;
             let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
             dir.replace_all(rows.tenant, rows.devices, rows.auth_methods_policy);
+            dir.load_grants(rows.grants, self.now());
+            dir.load_sponsors(rows.sponsors);
             applied = applied.max(rows.version);
             revoked.push(String::new()); // everything: drop the whole session cache
         }
+        {
+            // Grants applied above were evaluated as of the last instant; bring them to now.
+            let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
+            recompile |= dir.advance(self.now()).recompile;
+            self.boundary.store(dir.next_grant_boundary().unwrap_or(i64::MAX), Ordering::SeqCst);
+        }
         if recompile {
-            let state = self.clone();
-            let snapshot =
-                tokio::task::spawn_blocking(move || Snapshot::compile(state.dir().tenant()))
-                    .await
-                    .map_err(|e| StoreError::Corrupt(format!("snapshot compile task: {e}")))?;
-            self.snapshot.store(Arc::new(snapshot));
+            self.recompile().await?;
         }
         if !revoked.is_empty() {
             let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());

@@ -37,6 +37,7 @@ fn audit(activity: &str) -> AuditRecord {
         initiated_by: None,
         targets: vec![AuditTarget { kind: "Other", id: "t".into(), display_name: None }],
         correlation_id: gatehouse_server::random::guid(),
+        modified: Vec::new(),
     }
 }
 

@@ -89,6 +89,13 @@ pub async fn authorize(state: AppState, access: Access, mut req: Request, next: 
     if access == Access::Anonymous {
         return next.run(req).await;
     }
+    // A custom extension's callback is signed instead; the handler checks the signature.
+    if let Access::SignedOr(_) = access
+        && bearer(&req).is_none()
+        && req.headers().contains_key(crate::governance::webhook::SIGNATURE_HEADER)
+    {
+        return next.run(req).await;
+    }
     let Some(token) = bearer(&req) else {
         return ApiError::unauthenticated("Access token is empty.").into_response();
     };
@@ -113,7 +120,11 @@ pub async fn authorize(state: AppState, access: Access, mut req: Request, next: 
             session,
         }
     };
-    if let Access::Roles(allowed) = access {
+    let needs_roles = match access {
+        Access::Roles(r) | Access::SignedOr(r) | Access::Catalog(r, _) => Some(r),
+        Access::Anonymous | Access::SignedIn => None,
+    };
+    if let Some(allowed) = needs_roles {
         // A session is a token for what it was signed in to: the Graph API is the app Microsoft
         // Graph, so Conditional Access on Graph decides who administers, and a session for
         // another app (or for registering security info) is not an admin session.
@@ -132,11 +143,92 @@ pub async fn authorize(state: AppState, access: Access, mut req: Request, next: 
             )
             .into_response();
         }
-        if !caller.roles.iter().any(|r| allowed.contains(r)) {
+        let by_role = caller.roles.iter().any(|r| allowed.contains(r));
+        if let Access::Catalog(_, right) = access {
+            let grants = match catalog_access(&state, &caller, by_role, right).await {
+                Ok(g) => g,
+                Err(e) => return e.into_response(),
+            };
+            if !grants.all && grants.catalogs.is_empty() {
+                return ApiError::forbidden("Insufficient privileges to complete the operation.")
+                    .into_response();
+            }
+            req.extensions_mut().insert(grants);
+        } else if !by_role {
             return ApiError::forbidden("Insufficient privileges to complete the operation.")
                 .into_response();
         }
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// What a caller may do in entitlement management: everything (a directory role), or what
+/// their catalog roles give them, catalog by catalog.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogAccess {
+    pub all: bool,
+    /// catalog id -> the caller's roles there (the tenant-wide Catalog creator under `/`).
+    pub catalogs: std::collections::HashMap<String, Vec<gatehouse_core::roles::CatalogRole>>,
+    /// The right the route asked for.
+    pub right: Option<gatehouse_core::roles::CatalogRight>,
+}
+
+impl CatalogAccess {
+    /// May the caller exercise `right` in `catalog`?
+    pub fn may(&self, catalog: &str, right: gatehouse_core::roles::CatalogRight) -> bool {
+        self.all || self.catalogs.get(catalog).is_some_and(|roles| roles.iter().any(|r| r.grants(right)))
+    }
+
+    /// The route's own right in `catalog`, or 403.
+    pub fn require(&self, catalog: &str) -> Result<(), ApiError> {
+        let right = self.right.unwrap_or(gatehouse_core::roles::CatalogRight::Read);
+        if self.may(catalog, right) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("Insufficient privileges to complete the operation."))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CatalogAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CatalogAccess>()
+            .cloned()
+            .ok_or_else(|| ApiError::forbidden("Insufficient privileges to complete the operation."))
+    }
+}
+
+/// The caller's catalog roles (held directly or through a group), or all rights for a holder of
+/// the route's directory roles.
+pub async fn catalog_access(
+    state: &AppState,
+    caller: &Caller,
+    by_role: bool,
+    right: gatehouse_core::roles::CatalogRight,
+) -> Result<CatalogAccess, ApiError> {
+    let mut out = CatalogAccess { all: by_role, right: Some(right), ..CatalogAccess::default() };
+    if by_role {
+        return Ok(out);
+    }
+    let docs = state.store.docs(crate::store::governance::Kind::CatalogRole, None).await?;
+    let groups: std::collections::HashSet<String> =
+        state.dir().transitive_member_of(&caller.user_id).into_iter().collect();
+    for d in docs {
+        let principal = d.body.get("principalId").and_then(|v| v.as_str()).unwrap_or_default();
+        if principal != caller.user_id && !groups.contains(principal) {
+            continue;
+        }
+        let role = d.body.get("roleDefinitionId").and_then(|v| v.as_str()).and_then(gatehouse_core::roles::CatalogRole::from_id);
+        if let Some(role) = role
+            && role.grants(right)
+        {
+            out.catalogs.entry(d.parent.clone()).or_default().push(role);
+        }
+    }
+    Ok(out)
 }

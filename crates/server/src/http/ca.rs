@@ -651,6 +651,7 @@ fn audit(
             display_name: Some(name.to_owned()),
         }],
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     }
 }
 
@@ -830,7 +831,7 @@ async fn delete(
 async fn evaluate(State(state): State<AppState>, Body(body): Body) -> ApiResult<Response> {
     let request = SignInRequest::from_json(&Value::Object(body))
         .map_err(|e| bad_field(e.path.as_str(), &e.message))?;
-    let snapshot = state.snapshot();
+    let snapshot = state.snapshot_at(state.now()).await?;
     let evaluation = snapshot.evaluate(&request);
     // The live directory is authoritative: a subject it does not hold is a mistake, not a
     // "plain member" as offline What-If assumes for an incomplete export.

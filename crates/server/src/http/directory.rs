@@ -226,6 +226,7 @@ fn audit(
         initiated_by: caller.audit_actor(),
         targets,
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     }
 }
 

@@ -368,6 +368,7 @@ fn policy_audit(caller: &Caller, activity: &str, reason: String) -> AuditRecord 
             display_name: Some("Authentication Methods Policy".into()),
         }],
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     }
 }
 
@@ -658,6 +659,7 @@ fn user_audit(caller: &Caller, target: &Target, activity: &str, reason: String) 
             display_name: Some(target.upn.clone()),
         }],
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     }
 }
 

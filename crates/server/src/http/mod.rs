@@ -8,6 +8,7 @@ pub mod auth;
 pub mod ca;
 pub mod directory;
 pub mod error;
+pub mod governance;
 pub mod graph;
 pub mod logs;
 pub mod methods;
@@ -108,6 +109,7 @@ pub fn api(state: AppState) -> Api {
         .merge(methods::routes)
         .merge(signin::routes)
         .merge(logs::routes)
+        .merge(governance::routes)
 }
 
 /// The whole application: routes plus what must run around routing: the request-path
@@ -204,6 +206,17 @@ async fn collapse_slashes(mut req: Request) -> Request {
     req
 }
 
+fn catalog_right_text(right: gatehouse_core::roles::CatalogRight) -> &'static str {
+    use gatehouse_core::roles::CatalogRight::*;
+    match right {
+        Read => "read rights in the catalog (any catalog role)",
+        ManageCatalog => "the right to manage the catalog (Catalog owner)",
+        ManagePackages => "the right to manage access packages (Catalog owner, Access package manager)",
+        ManageAssignments => "the right to manage assignments (Catalog owner, Access package manager, Access package assignment manager)",
+        CreateCatalog => "the right to create catalogs (Catalog creator)",
+    }
+}
+
 /// `docs/api.md`: every route with who may call it, generated from the route table (a test
 /// keeps the committed file current).
 pub fn render_api_doc(specs: &[RouteSpec]) -> String {
@@ -228,6 +241,15 @@ pub fn render_api_doc(specs: &[RouteSpec]) -> String {
             Access::Roles(roles) => {
                 roles.iter().map(|r| r.display_name()).collect::<Vec<_>>().join(", ")
             }
+            Access::Catalog(roles, right) => format!(
+                "{}, or a catalog role with {}",
+                roles.iter().map(|r| r.display_name()).collect::<Vec<_>>().join(", "),
+                catalog_right_text(right)
+            ),
+            Access::SignedOr(roles) => format!(
+                "{}, or a callback signed with the custom extension's secret",
+                roles.iter().map(|r| r.display_name()).collect::<Vec<_>>().join(", ")
+            ),
         };
         out.push_str(&format!("| {} | `{}` | {} | {} |\n", s.method, s.path, who, s.summary));
     }

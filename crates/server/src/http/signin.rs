@@ -238,6 +238,7 @@ fn audit(caller: &Caller, activity: &str, reason: &str) -> AuditRecord {
             display_name: Some(caller.user_principal_name.clone()),
         }],
         correlation_id: crate::random::guid(),
+        modified: Vec::new(),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct AuditRecord {
     pub initiated_by: Option<(String, String)>,
     pub targets: Vec<AuditTarget>,
     pub correlation_id: String,
+    /// What changed on the first target: (property, old value, new value), as Graph's
+    /// `modifiedProperties`. Never a secret.
+    pub modified: Vec<(String, String, String)>,
 }
 
 pub(super) async fn insert(
@@ -73,9 +76,16 @@ fn to_graph(a: &AuditRecord, now: i64) -> Value {
         "loggedByService": "Core Directory",
         "operationType": operation_type(&a.activity),
         "initiatedBy": initiated_by,
-        "targetResources": a.targets.iter().map(|t| json!({
+        "targetResources": a.targets.iter().enumerate().map(|(i, t)| json!({
             "id": t.id, "displayName": t.display_name, "type": t.kind,
-            "userPrincipalName": null, "groupType": null, "modifiedProperties": []
+            "userPrincipalName": null, "groupType": null,
+            "modifiedProperties": if i == 0 {
+                a.modified.iter().map(|(name, old, new)| json!({
+                    "displayName": name, "oldValue": old, "newValue": new,
+                })).collect::<Vec<_>>()
+            } else {
+                Vec::new()
+            },
         })).collect::<Vec<_>>(),
         "additionalDetails": []
     })

@@ -31,6 +31,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_lockout_count.sql"),
         postgres: include_str!("../../migrations/postgres/0003_lockout_count.sql"),
     },
+    Migration {
+        version: 4,
+        name: "governance",
+        sqlite: include_str!("../../migrations/sqlite/0004_governance.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_governance.sql"),
+    },
 ];
 
 pub async fn run(store: &Store) -> Result<()> {

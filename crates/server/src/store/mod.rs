@@ -8,6 +8,7 @@
 mod audit;
 mod bulk;
 mod credentials;
+pub mod governance;
 mod logs;
 mod methods;
 mod migrate;

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use gatehouse_core::Change;
 use gatehouse_core::directory::load_one;
+use gatehouse_core::governance::model::GrantedRole;
+use gatehouse_core::grants::GrantRow;
 use gatehouse_policy::Tenant;
 use gatehouse_policy::json::{JsonPath, Obj, normalize_id};
 use gatehouse_policy::model::directory::{
@@ -68,6 +70,8 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
                 "DELETE FROM sessions WHERE user_id = $1",
                 "DELETE FROM lockouts WHERE user_id = $1",
                 "DELETE FROM familiar_networks WHERE user_id = $1",
+                "DELETE FROM member_grants WHERE principal_id = $1",
+                "DELETE FROM user_sponsors WHERE user_id = $1 OR sponsor_id = $1",
             ] {
                 delete(tx, sql, id).await?;
             }
@@ -88,6 +92,8 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
                 "DELETE FROM dir_groups WHERE id = $1",
                 "DELETE FROM members WHERE group_id = $1 OR member_id = $1",
                 "DELETE FROM role_assignments WHERE principal_id = $1",
+                "DELETE FROM member_grants WHERE principal_id = $1",
+                "DELETE FROM member_grants WHERE role_key = 'member:' || $1 OR role_key = 'owner:' || $1",
             ] {
                 delete(tx, sql, id).await?;
             }
@@ -205,9 +211,59 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
         Change::EndTapSessions { tap_id, .. } => {
             delete(tx, "DELETE FROM sessions WHERE tap_id = $1", tap_id).await?;
         }
+        Change::Grant { grant } => {
+            let body = serde_json::to_string(grant)
+                .map_err(|e| StoreError::Corrupt(format!("grant: {e}")))?;
+            sqlx::query(
+                "INSERT INTO member_grants (role_key, principal_id, assignment_id, valid_from, valid_until, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (role_key, principal_id, assignment_id) DO UPDATE \
+                 SET valid_from = excluded.valid_from, valid_until = excluded.valid_until, body = excluded.body",
+            )
+            .bind(role_key(&grant.role))
+            .bind(grant.principal.clone())
+            .bind(grant.assignment.clone())
+            .bind(grant.from)
+            .bind(grant.until)
+            .bind(body)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Revoke { role, principal, assignment } => {
+            sqlx::query(
+                "DELETE FROM member_grants WHERE role_key = $1 AND principal_id = $2 AND assignment_id = $3",
+            )
+            .bind(role_key(role))
+            .bind(principal.clone())
+            .bind(assignment.clone())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::SetSponsors { user, sponsors } => {
+            delete(tx, "DELETE FROM user_sponsors WHERE user_id = $1", user).await?;
+            for s in sponsors {
+                sqlx::query(
+                    "INSERT INTO user_sponsors (user_id, sponsor_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(user.clone())
+                .bind(s.clone())
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
         Change::Reload => {}
     }
     Ok(())
+}
+
+/// The key a granted role is stored under: `member:{group}`, `owner:{group}`, `app:{sp}:{role}`.
+pub(super) fn role_key(role: &GrantedRole) -> String {
+    match role {
+        GrantedRole::GroupMember { group_id } => format!("member:{group_id}"),
+        GrantedRole::GroupOwner { group_id } => format!("owner:{group_id}"),
+        GrantedRole::AppRole { service_principal_id, app_role_id } => {
+            format!("app:{service_principal_id}:{app_role_id}")
+        }
+    }
 }
 
 /// Everything the in-memory directory is built from, read in one transaction.
@@ -216,6 +272,10 @@ pub struct DirectoryRows {
     pub tenant: Tenant,
     pub devices: Vec<Map<String, Value>>,
     pub auth_methods_policy: Option<Value>,
+    /// Roles held through access package assignments.
+    pub grants: Vec<GrantRow>,
+    /// (user, sponsor) pairs.
+    pub sponsors: Vec<(String, String)>,
 }
 
 fn object(body: &str, what: &str) -> Result<Value> {
@@ -315,7 +375,20 @@ impl super::Store {
             Some(row) => Some(object(&text(&row, "body")?, "authenticationMethodsPolicy")?),
             None => None,
         };
+        let mut grants = Vec::new();
+        for row in sqlx::query("SELECT body FROM member_grants").fetch_all(&mut *tx).await? {
+            let g: GrantRow = serde_json::from_str(&text(&row, "body")?)
+                .map_err(|e| StoreError::Corrupt(format!("grant: {e}")))?;
+            grants.push(g);
+        }
+        let mut sponsors = Vec::new();
+        for row in sqlx::query("SELECT user_id, sponsor_id FROM user_sponsors ORDER BY user_id, sponsor_id")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            sponsors.push((text(&row, "user_id")?, text(&row, "sponsor_id")?));
+        }
         tx.commit().await?;
-        Ok(DirectoryRows { version, tenant, devices, auth_methods_policy })
+        Ok(DirectoryRows { version, tenant, devices, auth_methods_policy, grants, sponsors })
     }
 }
