@@ -41,7 +41,8 @@ struct Edge {
 
 impl Edge {
     fn held_at(&self, t: Millis) -> bool {
-        self.direct || self.spans.values().any(|(from, until)| *from <= t && until.is_none_or(|u| t < u))
+        self.direct
+            || self.spans.values().any(|(from, until)| *from <= t && until.is_none_or(|u| t < u))
     }
 }
 
@@ -112,7 +113,12 @@ impl Grants {
     }
 
     /// Removes assignment `assignment`'s grant of `role` to `principal`.
-    pub fn remove(&mut self, role: &GrantedRole, principal: &str, assignment: &str) -> Option<Flip> {
+    pub fn remove(
+        &mut self,
+        role: &GrantedRole,
+        principal: &str,
+        assignment: &str,
+    ) -> Option<Flip> {
         let key = (role.clone(), principal.to_owned());
         let edge = self.edges.get_mut(&key)?;
         edge.spans.remove(assignment);
@@ -122,7 +128,12 @@ impl Grants {
     /// A direct membership was added or removed. Returns whether the edge is tracked here (a
     /// tracked edge decides membership itself; an untracked one is plain direct membership)
     /// and whether the member is held now.
-    pub fn set_direct(&mut self, role: &GrantedRole, principal: &str, direct: bool) -> Option<bool> {
+    pub fn set_direct(
+        &mut self,
+        role: &GrantedRole,
+        principal: &str,
+        direct: bool,
+    ) -> Option<bool> {
         let key = (role.clone(), principal.to_owned());
         let edge = self.edges.get_mut(&key)?;
         edge.direct = direct;
@@ -236,7 +247,10 @@ mod tests {
         assert_eq!(g.put(&row("a", 200, Some(300)), || false), None);
         assert_eq!(g.next_boundary(), Some(200));
         assert!(g.advance(199).is_empty());
-        assert_eq!(g.advance(200), vec![Flip { role: member("g"), principal: "u".into(), held: true }]);
+        assert_eq!(
+            g.advance(200),
+            vec![Flip { role: member("g"), principal: "u".into(), held: true }]
+        );
         assert!(g.granted(&member("g"), "u"));
         assert!(g.advance(299).is_empty());
         assert_eq!(g.advance(300).len(), 1);

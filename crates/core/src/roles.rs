@@ -161,11 +161,17 @@ impl CatalogRole {
 
     pub fn description(self) -> &'static str {
         match self {
-            CatalogRole::Creator => "Create catalogs; the creator becomes the catalog's first owner.",
-            CatalogRole::Owner => "Edit and manage a catalog, its resources, access packages and assignments.",
+            CatalogRole::Creator => {
+                "Create catalogs; the creator becomes the catalog's first owner."
+            }
+            CatalogRole::Owner => {
+                "Edit and manage a catalog, its resources, access packages and assignments."
+            }
             CatalogRole::Reader => "View a catalog and its access packages.",
             CatalogRole::PackageManager => "Edit and manage every access package of a catalog.",
-            CatalogRole::AssignmentManager => "Manage the assignments of every access package of a catalog.",
+            CatalogRole::AssignmentManager => {
+                "Manage the assignments of every access package of a catalog."
+            }
         }
     }
 
@@ -184,7 +190,9 @@ impl CatalogRole {
             CatalogRole::Creator => right == CreateCatalog,
             CatalogRole::Owner => right != CreateCatalog,
             CatalogRole::Reader => right == Read,
-            CatalogRole::PackageManager => matches!(right, Read | ManagePackages | ManageAssignments),
+            CatalogRole::PackageManager => {
+                matches!(right, Read | ManagePackages | ManageAssignments)
+            }
             CatalogRole::AssignmentManager => matches!(right, Read | ManageAssignments),
         }
     }

@@ -14,6 +14,8 @@ mod authz;
 mod cli;
 mod corpus;
 mod crash;
+mod governance;
+mod governance_support;
 mod graph_sdk;
 mod scenarios;
 mod secrets;

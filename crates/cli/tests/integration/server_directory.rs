@@ -813,7 +813,7 @@ async fn role_assignments_and_definitions() {
         let base = "/v1.0/roleManagement/directory";
         let (_, defs) = server.admin(Method::GET, &format!("{base}/roleDefinitions"), None).await;
         let defs = defs["value"].as_array().unwrap();
-        assert_eq!(defs.len(), 10);
+        assert_eq!(defs.len(), 11);
         assert!(defs.iter().all(|d| d["isBuiltIn"] == true && d["templateId"] == d["id"]));
         let (_, reader) = server
             .admin(Method::GET, &format!("{base}/roleDefinitions/{GLOBAL_READER}"), None)

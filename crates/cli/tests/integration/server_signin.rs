@@ -689,9 +689,9 @@ async fn unknown_users_and_wrong_passwords_look_the_same() {
 async fn users_without_a_second_method_are_sent_to_registration() {
     for db in TestDb::each("registration_required").await {
         let server = TestServer::start(&db).await;
-        // Megan has a password only; 001 asks for MFA.
+        // Diego has a password only; 001 asks for MFA.
         let (flow, status, body) =
-            password(&server, MEGAN, app(EXPENSES), demo::PASSWORD, HOME).await;
+            password(&server, "diego@contoso.example", app(EXPENSES), demo::PASSWORD, HOME).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["status"], "registrationRequired", "{}", db.label());
         assert_eq!(body["errorCode"], 50079);

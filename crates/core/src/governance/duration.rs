@@ -49,12 +49,13 @@ impl Duration {
     /// `timedelta` text (`7 days, 0:00:00`, `1 day, 2:30:00`, `8:00:00`).
     pub fn parse(text: &str) -> Result<Duration, String> {
         let t = text.trim();
-        let d = if t.starts_with(['P', 'p']) { parse_iso(t) } else { parse_python(t) }
-            .ok_or_else(|| {
+        let d = if t.starts_with(['P', 'p']) { parse_iso(t) } else { parse_python(t) }.ok_or_else(
+            || {
                 format!(
                     "`{text}` is not an ISO 8601 duration (for example `P7D`, `PT8H` or `P1DT12H`)"
                 )
-            })?;
+            },
+        )?;
         if d.approx_days() > MAX_DAYS {
             return Err(format!("`{text}` is longer than {MAX_DAYS} days"));
         }
@@ -63,7 +64,11 @@ impl Duration {
 
     /// Roughly how many days this lasts (months as 31 days, years as 366): for bounds checks.
     pub fn approx_days(&self) -> i64 {
-        self.years * 366 + self.months * 31 + self.weeks * 7 + self.days + self.exact_ms / 86_400_000
+        self.years * 366
+            + self.months * 31
+            + self.weeks * 7
+            + self.days
+            + self.exact_ms / 86_400_000
     }
 
     /// At least this long, in milliseconds (months as 28 days, years as 365, days as 23 hours):
@@ -86,7 +91,8 @@ impl Duration {
             return "PT0S".into();
         }
         let mut out = String::from("P");
-        for (n, unit) in [(self.years, 'Y'), (self.months, 'M'), (self.weeks, 'W'), (self.days, 'D')]
+        for (n, unit) in
+            [(self.years, 'Y'), (self.months, 'M'), (self.weeks, 'W'), (self.days, 'D')]
         {
             if n != 0 {
                 out.push_str(&format!("{n}{unit}"));
@@ -267,7 +273,9 @@ impl Zone {
     /// `Europe/London`, `America/New_York`, `UTC`…
     pub fn named(name: &str) -> Result<Zone, String> {
         let tz = TimeZone::get(name.trim()).map_err(|_| {
-            format!("`{name}` is not a time zone of the IANA database (for example `Europe/London`)")
+            format!(
+                "`{name}` is not a time zone of the IANA database (for example `Europe/London`)"
+            )
         })?;
         Ok(Zone { name: name.trim().to_owned(), tz })
     }
@@ -351,7 +359,8 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused() {
-        for bad in ["", "P", "PT", "7D", "P7", "P1.5D", "PT1H1H", "P-1D", "days", "1:2:3", "P99999999D"]
+        for bad in
+            ["", "P", "PT", "7D", "P7", "P1.5D", "PT1H1H", "P-1D", "days", "1:2:3", "P99999999D"]
         {
             assert!(Duration::parse(bad).is_err(), "{bad}");
         }

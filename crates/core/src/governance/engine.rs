@@ -20,11 +20,10 @@ use serde_json::{Map, Value};
 use super::GovError;
 use super::duration::{Duration, Zone};
 use super::model::{
-    Assignment, AssignmentState, Callout, CalloutStatus, Grant, GrantedRole, HistoryEntry,
-    Request, RequestState, RequestType, ReviewResult, Schedule, Stage, StageStatus, Status,
-    StoredAnswer,
+    Assignment, AssignmentState, Callout, CalloutStatus, Grant, GrantedRole, HistoryEntry, Request,
+    RequestState, RequestType, ReviewResult, Schedule, Stage, StageStatus, Status, StoredAnswer,
 };
-use super::policy::{ApprovalFor, AssignmentPolicy, ExtensionStage, Expiration};
+use super::policy::{ApprovalFor, AssignmentPolicy, Expiration, ExtensionStage};
 use super::questions::check_answers;
 use super::subjects::resolve_all;
 use crate::directory::Directory;
@@ -119,7 +118,10 @@ impl JobKind {
     pub fn is_request_job(&self) -> bool {
         matches!(
             self,
-            JobKind::Escalate(_) | JobKind::AutoDeny(_) | JobKind::Deliver | JobKind::CalloutTimeout(_)
+            JobKind::Escalate(_)
+                | JobKind::AutoDeny(_)
+                | JobKind::Deliver
+                | JobKind::CalloutTimeout(_)
         )
     }
 }
@@ -317,10 +319,10 @@ pub fn prepare(
         && policy.approval.requestor_justification_required
         && justification.is_none()
     {
-        return Err(GovError::invalid("justification", format!(
-            "policy `{}` requires a justification",
-            policy.display_name
-        ))
+        return Err(GovError::invalid(
+            "justification",
+            format!("policy `{}` requires a justification", policy.display_name),
+        )
         .with_code("GH-EM-022"));
     }
     let answers = if t.is_remove() {
@@ -442,7 +444,11 @@ fn schedule_for(
                 .map_err(|e| GovError::invalid(e.path.as_str(), e.message))?;
             let e = Expiration::parse(&obj, zone, "")
                 .map_err(|e| GovError::invalid(e.path.as_str(), e.message))?;
-            let explicit = obj.string("type").ok().flatten().is_some_and(|t| !t.eq_ignore_ascii_case("notSpecified"));
+            let explicit = obj
+                .string("type")
+                .ok()
+                .flatten()
+                .is_some_and(|t| !t.eq_ignore_ascii_case("notSpecified"));
             if explicit || e != Expiration::NoExpiration {
                 asked = Some(e);
             }
@@ -469,14 +475,21 @@ fn schedule_for(
     {
         return Err(GovError::invalid(
             "schedule",
-            format!("policy `{}` granted access until {}, which has passed", policy.display_name, zone.local_text(e)),
+            format!(
+                "policy `{}` granted access until {}, which has passed",
+                policy.display_name,
+                zone.local_text(e)
+            ),
         ));
     }
     let (end, duration) = match &asked {
-        None => (allowed_end, match &policy.expiration {
-            Expiration::AfterDuration(d) => Some(d.to_iso()),
-            _ => None,
-        }),
+        None => (
+            allowed_end,
+            match &policy.expiration {
+                Expiration::AfterDuration(d) => Some(d.to_iso()),
+                _ => None,
+            },
+        ),
         Some(Expiration::NoExpiration) => (None, None),
         Some(Expiration::AfterDuration(d)) => (d.after(base, zone), Some(d.to_iso())),
         Some(e @ Expiration::AfterDateTime(_)) => (e.end(base, zone), None),
@@ -502,7 +515,9 @@ fn schedule_for(
     {
         return Err(GovError::invalid("schedule.expiration", "ends before it starts"));
     }
-    Ok(Schedule { start, end, duration })
+    let start_on_delivery =
+        existing.is_none() && start == now && !matches!(asked, Some(Expiration::AfterDateTime(_)));
+    Ok(Schedule { start, end, duration, start_on_delivery })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,7 +571,15 @@ impl<'c, 'a> Machine<'c, 'a> {
         r.history.push(HistoryEntry { at: now, state, status, by, detail: detail.clone() });
         let after = format!("{}/{}", state.as_str(), status.as_str());
         let (rid, target) = (r.id.clone(), r.target_id.clone());
-        self.audit(&activity_for(state, status), Some(rid), None, Some(target), Some(before), Some(after), detail);
+        self.audit(
+            &activity_for(state, status),
+            Some(rid),
+            None,
+            Some(target),
+            Some(before),
+            Some(after),
+            detail,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -589,7 +612,13 @@ impl<'c, 'a> Machine<'c, 'a> {
         self.fx.cancel_jobs.push((subject.to_owned(), kind.key()));
     }
 
-    fn mail(&mut self, template: Template, to: &str, stage: Option<usize>, deadline: Option<Millis>) {
+    fn mail(
+        &mut self,
+        template: Template,
+        to: &str,
+        stage: Option<usize>,
+        deadline: Option<Millis>,
+    ) {
         let (rid, aid) = match &self.req {
             Some(r) => (Some(r.id.clone()), Some(r.assignment_id.clone())),
             None => (None, self.asg.as_ref().map(|a| a.id.clone())),
@@ -642,7 +671,11 @@ impl<'c, 'a> Machine<'c, 'a> {
                 id: id.clone(),
                 extension_id: ext.id.clone(),
                 stage: stage.as_str().to_owned(),
-                status: if wait.is_some() { CalloutStatus::WaitingForCallback } else { CalloutStatus::CalloutSent },
+                status: if wait.is_some() {
+                    CalloutStatus::WaitingForCallback
+                } else {
+                    CalloutStatus::CalloutSent
+                },
                 wait: wait.is_some(),
                 detail: None,
                 external_correlation_id: None,
@@ -661,7 +694,11 @@ impl<'c, 'a> Machine<'c, 'a> {
                 let due = timeout.after(self.now(), &self.ctx.policy.zone).unwrap_or(self.now());
                 self.job(JobKind::CalloutTimeout(id), &rid, due);
                 let state = self.req.as_ref().map(|r| r.state).unwrap_or(RequestState::Submitted);
-                self.set(state, Status::WaitingForCallback, format!("Waiting for custom extension at {}", stage.as_str()));
+                self.set(
+                    state,
+                    Status::WaitingForCallback,
+                    format!("Waiting for custom extension at {}", stage.as_str()),
+                );
                 true
             }
             _ => false,
@@ -671,10 +708,13 @@ impl<'c, 'a> Machine<'c, 'a> {
     fn after_created(&mut self) {
         let Some(r) = &self.req else { return };
         let kind = if r.request_type.is_update() { ApprovalFor::Update } else { ApprovalFor::Add };
-        let needs = r.request_type.by_user() && !r.request_type.is_remove() && self.ctx.policy.approval_needed(kind);
+        let needs = r.request_type.by_user()
+            && !r.request_type.is_remove()
+            && self.ctx.policy.approval_needed(kind);
         if needs {
             if let Some(r) = self.req.as_mut() {
-                r.stages = self.ctx.policy.approval.stages.iter().map(|_| Stage::not_started()).collect();
+                r.stages =
+                    self.ctx.policy.approval.stages.iter().map(|_| Stage::not_started()).collect();
             }
             self.start_stage(0);
         } else {
@@ -709,7 +749,10 @@ impl<'c, 'a> Machine<'c, 'a> {
             self.set(
                 RequestState::Denied,
                 Status::Denied,
-                format!("Nobody can approve stage {}: no approver or fallback approver could be found", i + 1),
+                format!(
+                    "Nobody can approve stage {}: no approver or fallback approver could be found",
+                    i + 1
+                ),
             );
             self.requestor_mail(Template::RequestDenied, None);
             return;
@@ -730,12 +773,16 @@ impl<'c, 'a> Machine<'c, 'a> {
             self.job(JobKind::Escalate(i), &rid, at);
         }
         let detail = if used_fallback {
-            format!("Stage {} started; the primary approvers could not be found, so the fallback approvers decide", i + 1)
+            format!(
+                "Stage {} started; the primary approvers could not be found, so the fallback approvers decide",
+                i + 1
+            )
         } else {
             format!("Stage {} started", i + 1)
         };
         self.set(RequestState::PendingApproval, Status::PendingApproval, detail);
-        let deadline_for_mail = def.escalate_after.and_then(|e| e.after(now, &zone)).unwrap_or(deadline);
+        let deadline_for_mail =
+            def.escalate_after.and_then(|e| e.after(now, &zone)).unwrap_or(deadline);
         for a in &approvers {
             self.mail(Template::ApprovalRequested, a, Some(i + 1), Some(deadline_for_mail));
         }
@@ -759,7 +806,10 @@ impl<'c, 'a> Machine<'c, 'a> {
             self.set(
                 RequestState::Scheduled,
                 Status::PendingNotBefore,
-                format!("Scheduled to start on {}", self.ctx.policy.zone.local_text(r.schedule.start)),
+                format!(
+                    "Scheduled to start on {}",
+                    self.ctx.policy.zone.local_text(r.schedule.start)
+                ),
             );
             return;
         }
@@ -830,6 +880,20 @@ impl<'c, 'a> Machine<'c, 'a> {
         if r.request_type.is_update() {
             a.schedule.end = r.schedule.end;
             a.schedule.duration = r.schedule.duration.clone();
+        } else if a.schedule.start_on_delivery && a.grants.is_empty() {
+            // Access starts now, not when it was asked for; a duration counts from now.
+            let zone = self.ctx.policy.zone.clone();
+            a.schedule.start = now;
+            if let Some(d) = a.schedule.duration.as_deref().and_then(|d| Duration::parse(d).ok()) {
+                a.schedule.end = d.after(now, &zone);
+            }
+            a.schedule.start_on_delivery = false;
+        }
+        if a.schedule.end.is_some_and(|e| e <= now) {
+            let detail = "The access the request asked for ended before it could be delivered";
+            self.asg = None;
+            self.set(RequestState::DeliveryFailed, Status::DeliveryFailed, detail);
+            return;
         }
         let mut granted = Vec::new();
         let mut failed = Vec::new();
@@ -855,9 +919,11 @@ impl<'c, 'a> Machine<'c, 'a> {
                 RequestState::PartiallyDelivered,
                 Status::PartiallyDelivered,
             ),
-            (true, false) => {
-                (AssignmentState::DeliveryFailed, RequestState::DeliveryFailed, Status::DeliveryFailed)
-            }
+            (true, false) => (
+                AssignmentState::DeliveryFailed,
+                RequestState::DeliveryFailed,
+                Status::DeliveryFailed,
+            ),
         };
         a.state = astate;
         a.status = rstatus.as_str().to_owned();
@@ -894,15 +960,30 @@ impl<'c, 'a> Machine<'c, 'a> {
         let target = a.target_id.clone();
         let end = a.schedule.end;
         self.asg = Some(a);
-        self.audit(activity, Some(r.id.clone()), Some(aid), Some(target), Some(format!("{:?}", old_end.map(time::format))), end.map(time::format), detail.clone());
+        self.audit(
+            activity,
+            Some(r.id.clone()),
+            Some(aid),
+            Some(target),
+            Some(format!("{:?}", old_end.map(time::format))),
+            end.map(time::format),
+            detail.clone(),
+        );
         let detail = if failed.is_empty() {
             detail
         } else {
-            format!("{detail}; not delivered: {}", failed.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>().join("; "))
+            format!(
+                "{detail}; not delivered: {}",
+                failed.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>().join("; ")
+            )
         };
         self.set(rstate, rstatus, detail);
         if rstate != RequestState::DeliveryFailed {
-            let t = if r.request_type.is_update() { Template::AccessExtended } else { Template::AccessGranted };
+            let t = if r.request_type.is_update() {
+                Template::AccessExtended
+            } else {
+                Template::AccessGranted
+            };
             self.requestor_mail(t, end);
             self.extension(ExtensionStage::RequestGranted);
         }
@@ -951,7 +1032,15 @@ impl<'c, 'a> Machine<'c, 'a> {
             "Remove access package assignment"
         };
         self.asg = Some(a);
-        self.audit(activity, self.req.as_ref().map(|r| r.id.clone()), Some(aid.clone()), Some(target.clone()), Some(before), Some("expired".into()), detail.to_owned());
+        self.audit(
+            activity,
+            self.req.as_ref().map(|r| r.id.clone()),
+            Some(aid.clone()),
+            Some(target.clone()),
+            Some(before),
+            Some("expired".into()),
+            detail.to_owned(),
+        );
         if self.notify() {
             self.fx.mails.push(Mail {
                 template: Template::AccessRemoved,
@@ -980,7 +1069,9 @@ fn activity_for(state: RequestState, status: Status) -> String {
         (RequestState::Denied, _) => "Deny access package assignment request",
         (RequestState::Canceled, _) => "Cancel access package assignment request",
         (RequestState::Delivered, _) => "Fulfill access package assignment request",
-        (RequestState::PartiallyDelivered, _) => "Partially fulfill access package assignment request",
+        (RequestState::PartiallyDelivered, _) => {
+            "Partially fulfill access package assignment request"
+        }
         (RequestState::DeliveryFailed, _) => "Access package assignment request delivery failed",
         (RequestState::Delivering, _) => "Deliver access package assignment request",
         (RequestState::Submitted, _) => "Update access package assignment request",
@@ -1021,30 +1112,58 @@ pub fn decide(
     justification: Option<&str>,
 ) -> Result<Effects, GovError> {
     let Some(stage) = req.stages.get(stage_index) else {
-        return Err(GovError::not_found(format!("request `{}` has no stage {}", req.id, stage_index + 1)));
+        return Err(GovError::not_found(format!(
+            "request `{}` has no stage {}",
+            req.id,
+            stage_index + 1
+        )));
     };
     if by == req.target_id || req.requestor_id.as_deref() == Some(by) {
-        return Err(GovError::forbidden("you cannot approve your own request").with_code("GH-EM-040"));
+        return Err(
+            GovError::forbidden("you cannot approve your own request").with_code("GH-EM-040")
+        );
     }
     if !stage.approvers.contains(by) {
-        return Err(GovError::forbidden("you are not an approver of this stage").with_code("GH-EM-041"));
+        return Err(
+            GovError::forbidden("you are not an approver of this stage").with_code("GH-EM-041")
+        );
     }
     if stage.status != StageStatus::InProgress || req.state != RequestState::PendingApproval {
-        let who = stage.reviewed_by.as_deref().and_then(|u| ctx.dir.user(u)).map(|u| u.display_name.clone());
+        let who = stage
+            .reviewed_by
+            .as_deref()
+            .and_then(|u| ctx.dir.user(u))
+            .map(|u| u.display_name.clone());
         let what = match (stage.result, who) {
-            (ReviewResult::NotReviewed, _) => format!("stage {} is {}", stage_index + 1, stage.status.as_str()),
-            (r, Some(w)) => format!("stage {} was already {} by {w}", stage_index + 1, r.as_str().to_lowercase()),
-            (r, None) => format!("stage {} was already {}", stage_index + 1, r.as_str().to_lowercase()),
+            (ReviewResult::NotReviewed, _) => {
+                format!("stage {} is {}", stage_index + 1, stage.status.as_str())
+            }
+            (r, Some(w)) => format!(
+                "stage {} was already {} by {w}",
+                stage_index + 1,
+                r.as_str().to_lowercase()
+            ),
+            (r, None) => {
+                format!("stage {} was already {}", stage_index + 1, r.as_str().to_lowercase())
+            }
         };
-        return Err(GovError::conflict(format!("{what}; the request is {}", req.state.as_str())).with_code("GH-EM-042"));
+        return Err(GovError::conflict(format!("{what}; the request is {}", req.state.as_str()))
+            .with_code("GH-EM-042"));
     }
     let def = ctx.policy.approval.stages.get(stage_index).cloned();
     let justification = justification.map(str::trim).filter(|j| !j.is_empty()).map(str::to_owned);
     if def.as_ref().is_some_and(|d| d.approver_justification_required) && justification.is_none() {
-        return Err(GovError::invalid("justification", "this stage requires the approver's justification").with_code("GH-EM-043"));
+        return Err(GovError::invalid(
+            "justification",
+            "this stage requires the approver's justification",
+        )
+        .with_code("GH-EM-043"));
     }
     if justification.as_ref().is_some_and(|j| j.chars().count() > MAX_JUSTIFICATION) {
-        return Err(GovError::invalid("justification", format!("is longer than {MAX_JUSTIFICATION} characters")));
+        return Err(GovError::invalid(
+            "justification",
+            format!("is longer than {MAX_JUSTIFICATION} characters"),
+        ));
     }
     let now = ctx.now;
     let mut m = Machine::new(ctx, Some(req), None);
@@ -1073,7 +1192,15 @@ pub fn decide(
         None => format!("Stage {} {verdict} by {name}", stage_index + 1),
     };
     if approve {
-        m.audit("Approve access package assignment request", Some(rid.clone()), None, None, None, None, detail);
+        m.audit(
+            "Approve access package assignment request",
+            Some(rid.clone()),
+            None,
+            None,
+            None,
+            None,
+            detail,
+        );
         if stage_index + 1 < m.ctx.policy.approval.stages.len() {
             m.start_stage(stage_index + 1);
         } else {
@@ -1089,8 +1216,14 @@ pub fn decide(
 /// Escalation time of a stage came: the escalation approvers may decide too.
 pub fn escalate(ctx: &mut Ctx<'_>, req: Request, stage_index: usize) -> Effects {
     let mut m = Machine::new(ctx, Some(req), None);
-    let in_progress = m.req.as_ref().and_then(|r| r.stages.get(stage_index)).is_some_and(|s| s.status == StageStatus::InProgress && !s.escalated);
-    let Some(def) = m.ctx.policy.approval.stages.get(stage_index).cloned() else { return m.finish() };
+    let in_progress = m
+        .req
+        .as_ref()
+        .and_then(|r| r.stages.get(stage_index))
+        .is_some_and(|s| s.status == StageStatus::InProgress && !s.escalated);
+    let Some(def) = m.ctx.policy.approval.stages.get(stage_index).cloned() else {
+        return m.finish();
+    };
     if !in_progress || m.req.as_ref().is_none_or(|r| r.state != RequestState::PendingApproval) {
         return m.finish();
     }
@@ -1098,10 +1231,17 @@ pub fn escalate(ctx: &mut Ctx<'_>, req: Request, stage_index: usize) -> Effects 
     if extra.is_empty() {
         extra = m.resolve(&def.fallback_escalation);
     }
-    let deadline = m.req.as_ref().and_then(|r| r.stages.get(stage_index)).and_then(|s| s.started).and_then(|st| def.auto_deny_after.after(st, &m.ctx.policy.zone));
+    let deadline = m
+        .req
+        .as_ref()
+        .and_then(|r| r.stages.get(stage_index))
+        .and_then(|s| s.started)
+        .and_then(|st| def.auto_deny_after.after(st, &m.ctx.policy.zone));
     let new: Vec<String>;
     {
-        let Some(s) = m.req.as_mut().and_then(|r| r.stages.get_mut(stage_index)) else { return m.finish() };
+        let Some(s) = m.req.as_mut().and_then(|r| r.stages.get_mut(stage_index)) else {
+            return m.finish();
+        };
         s.escalated = true;
         new = extra.iter().filter(|a| !s.approvers.contains(*a)).cloned().collect();
         for a in &extra {
@@ -1109,7 +1249,11 @@ pub fn escalate(ctx: &mut Ctx<'_>, req: Request, stage_index: usize) -> Effects 
             s.escalation_approvers.insert(a.clone());
         }
     }
-    m.set(RequestState::PendingApproval, Status::PendingApprovalEscalated, format!("Stage {} escalated to {} approver(s)", stage_index + 1, new.len()));
+    m.set(
+        RequestState::PendingApproval,
+        Status::PendingApprovalEscalated,
+        format!("Stage {} escalated to {} approver(s)", stage_index + 1, new.len()),
+    );
     for a in &new {
         m.mail(Template::ApprovalEscalated, a, Some(stage_index + 1), deadline);
     }
@@ -1120,26 +1264,46 @@ pub fn escalate(ctx: &mut Ctx<'_>, req: Request, stage_index: usize) -> Effects 
 pub fn time_out(ctx: &mut Ctx<'_>, req: Request, stage_index: usize) -> Effects {
     let mut m = Machine::new(ctx, Some(req), None);
     let pending = m.req.as_ref().is_some_and(|r| r.state == RequestState::PendingApproval)
-        && m.req.as_ref().and_then(|r| r.stages.get(stage_index)).is_some_and(|s| s.status == StageStatus::InProgress);
+        && m.req
+            .as_ref()
+            .and_then(|r| r.stages.get(stage_index))
+            .is_some_and(|s| s.status == StageStatus::InProgress);
     if !pending {
         return m.finish();
     }
     let rid = m.req.as_ref().map(|r| r.id.clone()).unwrap_or_default();
-    let approvers: Vec<String> = m.req.as_mut().and_then(|r| r.stages.get_mut(stage_index)).map(|s| {
-        s.status = StageStatus::Expired;
-        s.approvers.iter().cloned().collect()
-    }).unwrap_or_default();
+    let approvers: Vec<String> = m
+        .req
+        .as_mut()
+        .and_then(|r| r.stages.get_mut(stage_index))
+        .map(|s| {
+            s.status = StageStatus::Expired;
+            s.approvers.iter().cloned().collect()
+        })
+        .unwrap_or_default();
     m.cancel(&rid, &JobKind::Escalate(stage_index));
-    m.set(RequestState::Denied, Status::Expired, format!("No decision at stage {} in time", stage_index + 1));
+    m.set(
+        RequestState::Denied,
+        Status::Expired,
+        format!("No decision at stage {} in time", stage_index + 1),
+    );
     for a in &approvers {
         m.mail(Template::ApprovalExpired, a, Some(stage_index + 1), None);
     }
     if m.notify() {
-        let targets: Vec<String> = m.req.as_ref().map(|r| {
-            let mut v = vec![r.target_id.clone()];
-            if let Some(q) = &r.requestor_id && q != &r.target_id { v.push(q.clone()) }
-            v
-        }).unwrap_or_default();
+        let targets: Vec<String> = m
+            .req
+            .as_ref()
+            .map(|r| {
+                let mut v = vec![r.target_id.clone()];
+                if let Some(q) = &r.requestor_id
+                    && q != &r.target_id
+                {
+                    v.push(q.clone())
+                }
+                v
+            })
+            .unwrap_or_default();
         for t in targets {
             m.mail(Template::RequestExpired, &t, None, None);
         }
@@ -1178,10 +1342,18 @@ pub fn cancel(ctx: &mut Ctx<'_>, req: Request) -> Result<Effects, GovError> {
     if req.state == RequestState::Scheduled {
         // The grants put in place for the start are taken back.
         for rs in m.ctx.package.role_scopes {
-            m.fx.grants.push(GrantChange::Revoke { role: rs.role.clone(), principal: req.target_id.clone(), assignment: req.assignment_id.clone() });
+            m.fx.grants.push(GrantChange::Revoke {
+                role: rs.role.clone(),
+                principal: req.target_id.clone(),
+                assignment: req.assignment_id.clone(),
+            });
         }
     }
-    if let Some(s) = m.req.as_mut().and_then(|r| r.stages.iter_mut().find(|s| s.status == StageStatus::InProgress)) {
+    if let Some(s) = m
+        .req
+        .as_mut()
+        .and_then(|r| r.stages.iter_mut().find(|s| s.status == StageStatus::InProgress))
+    {
         s.status = StageStatus::Completed;
     }
     m.set(RequestState::Canceled, Status::Canceled, "Request canceled");
@@ -1212,7 +1384,9 @@ pub fn callback(
     };
     let mut m = Machine::new(ctx, Some(req), None);
     let cid = {
-        let Some(c) = m.req.as_mut().and_then(|r| r.callouts.get_mut(i)) else { return Ok(m.finish()) };
+        let Some(c) = m.req.as_mut().and_then(|r| r.callouts.get_mut(i)) else {
+            return Ok(m.finish());
+        };
         c.status = CalloutStatus::CallbackReceived;
         c.detail = detail.map(|d| d.chars().take(MAX_JUSTIFICATION).collect());
         c.id.clone()
@@ -1222,15 +1396,27 @@ pub fn callback(
     let said = detail.map(|d| format!(": {d}")).unwrap_or_default();
     match outcome {
         CallbackOutcome::Deny => {
-            m.set(RequestState::Denied, Status::Denied, format!("Denied by the custom extension at {}{said}", stage.as_str()));
+            m.set(
+                RequestState::Denied,
+                Status::Denied,
+                format!("Denied by the custom extension at {}{said}", stage.as_str()),
+            );
             m.requestor_mail(Template::RequestDenied, None);
         }
         CallbackOutcome::Cancel => {
-            m.set(RequestState::Canceled, Status::Canceled, format!("Canceled by the custom extension at {}{said}", stage.as_str()));
+            m.set(
+                RequestState::Canceled,
+                Status::Canceled,
+                format!("Canceled by the custom extension at {}{said}", stage.as_str()),
+            );
         }
         CallbackOutcome::Continue => {
             let state = m.req.as_ref().map(|r| r.state).unwrap_or(RequestState::Submitted);
-            m.set(state, Status::Accepted, format!("Custom extension at {} called back{said}", stage.as_str()));
+            m.set(
+                state,
+                Status::Accepted,
+                format!("Custom extension at {} called back{said}", stage.as_str()),
+            );
             match stage {
                 ExtensionStage::RequestCreated => m.after_created(),
                 _ => m.schedule_or_deliver(),
@@ -1243,17 +1429,29 @@ pub fn callback(
 /// A launch-and-wait extension did not call back in time: the request fails (denied).
 pub fn callout_timed_out(ctx: &mut Ctx<'_>, req: Request, callout_id: &str) -> Effects {
     let mut m = Machine::new(ctx, Some(req), None);
-    let waiting = m.req.as_mut().and_then(|r| r.callouts.iter_mut().find(|c| c.id == callout_id && c.status == CalloutStatus::WaitingForCallback));
+    let waiting = m.req.as_mut().and_then(|r| {
+        r.callouts
+            .iter_mut()
+            .find(|c| c.id == callout_id && c.status == CalloutStatus::WaitingForCallback)
+    });
     let Some(c) = waiting else { return m.finish() };
     c.status = CalloutStatus::CallbackTimedOut;
     let stage = c.stage.clone();
-    m.set(RequestState::Denied, Status::Denied, format!("The custom extension at {stage} did not call back in time"));
+    m.set(
+        RequestState::Denied,
+        Status::Denied,
+        format!("The custom extension at {stage} did not call back in time"),
+    );
     m.requestor_mail(Template::RequestDenied, None);
     m.finish()
 }
 
 /// Redelivers a request whose delivery failed in part or in full (within 14 days).
-pub fn reprocess(ctx: &mut Ctx<'_>, req: Request, existing: Option<Assignment>) -> Result<Effects, GovError> {
+pub fn reprocess(
+    ctx: &mut Ctx<'_>,
+    req: Request,
+    existing: Option<Assignment>,
+) -> Result<Effects, GovError> {
     if !matches!(req.state, RequestState::DeliveryFailed | RequestState::PartiallyDelivered) {
         return Err(GovError::conflict(format!(
             "request `{}` is {}; only a request whose delivery failed can be reprocessed",
@@ -1281,7 +1479,12 @@ pub fn expire(ctx: &mut Ctx<'_>, a: Assignment, auto_removed: bool) -> Effects {
     let now = ctx.now;
     let mut m = Machine::new(ctx, None, Some(a));
     let live = m.asg.as_ref().is_some_and(|a| {
-        matches!(a.state, AssignmentState::Delivered | AssignmentState::PartiallyDelivered | AssignmentState::DeliveryFailed)
+        matches!(
+            a.state,
+            AssignmentState::Delivered
+                | AssignmentState::PartiallyDelivered
+                | AssignmentState::DeliveryFailed
+        )
     });
     let due = m.asg.as_ref().is_some_and(|a| a.schedule.end.is_some_and(|e| e <= now));
     if live && (due || auto_removed) {
@@ -1299,7 +1502,8 @@ pub fn remind(ctx: &mut Ctx<'_>, a: Assignment, days: i64) -> Effects {
     let now = ctx.now;
     let mut m = Machine::new(ctx, None, Some(a));
     let Some(asg) = m.asg.clone() else { return m.finish() };
-    let live = matches!(asg.state, AssignmentState::Delivered | AssignmentState::PartiallyDelivered);
+    let live =
+        matches!(asg.state, AssignmentState::Delivered | AssignmentState::PartiallyDelivered);
     if !live || asg.schedule.end.is_none_or(|e| e <= now) {
         return m.finish();
     }
@@ -1315,20 +1519,33 @@ pub fn remind(ctx: &mut Ctx<'_>, a: Assignment, days: i64) -> Effects {
         });
     }
     if let Some(a) = m.asg.as_mut() {
-        a.status = format!("NearExpiry{days}Day{}NotificationTriggered", if days == 1 { "" } else { "s" });
+        a.status =
+            format!("NearExpiry{days}Day{}NotificationTriggered", if days == 1 { "" } else { "s" });
     }
-    let stage = if days >= 14 { ExtensionStage::FourteenDaysBeforeExpiration } else { ExtensionStage::OneDayBeforeExpiration };
+    let stage = if days >= 14 {
+        ExtensionStage::FourteenDaysBeforeExpiration
+    } else {
+        ExtensionStage::OneDayBeforeExpiration
+    };
     m.extension(stage);
     m.finish()
 }
 
 /// A resource role was added to or removed from the package: every live assignment gains or
 /// loses it.
-pub fn role_scope_changed(ctx: &mut Ctx<'_>, a: Assignment, scope: &RoleScope, added: bool) -> Effects {
+pub fn role_scope_changed(
+    ctx: &mut Ctx<'_>,
+    a: Assignment,
+    scope: &RoleScope,
+    added: bool,
+) -> Effects {
     let now = ctx.now;
     let mut m = Machine::new(ctx, None, Some(a));
     let Some(mut asg) = m.asg.take() else { return m.finish() };
-    let live = matches!(asg.state_at(now), AssignmentState::Delivered | AssignmentState::PartiallyDelivered);
+    let live = matches!(
+        asg.state_at(now),
+        AssignmentState::Delivered | AssignmentState::PartiallyDelivered
+    );
     if live {
         if added && !asg.grants.iter().any(|g| g.role_scope_id == scope.id) {
             m.fx.grants.push(GrantChange::Put(GrantRow {
@@ -1390,7 +1607,9 @@ pub fn plan_automatic(
             }
             out.into_iter().filter(|u| policy.allows_target(dir, u)).collect()
         }
-        _ => dir.users().filter(|u| policy.allows_target(dir, &u.id)).map(|u| u.id.clone()).collect(),
+        _ => {
+            dir.users().filter(|u| policy.allows_target(dir, &u.id)).map(|u| u.id.clone()).collect()
+        }
     };
     let mut plan = AutoPlan::default();
     let assigned: BTreeSet<&str> = live.iter().map(|a| a.target_id.as_str()).collect();

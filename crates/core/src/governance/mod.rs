@@ -57,15 +57,30 @@ impl GovError {
     }
 
     pub fn forbidden(message: impl Into<String>) -> GovError {
-        GovError { kind: ErrorKind::Forbidden, code: "GH-EM-003", message: message.into(), target: None }
+        GovError {
+            kind: ErrorKind::Forbidden,
+            code: "GH-EM-003",
+            message: message.into(),
+            target: None,
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> GovError {
-        GovError { kind: ErrorKind::NotFound, code: "GH-EM-004", message: message.into(), target: None }
+        GovError {
+            kind: ErrorKind::NotFound,
+            code: "GH-EM-004",
+            message: message.into(),
+            target: None,
+        }
     }
 
     pub fn conflict(message: impl Into<String>) -> GovError {
-        GovError { kind: ErrorKind::Conflict, code: "GH-EM-009", message: message.into(), target: None }
+        GovError {
+            kind: ErrorKind::Conflict,
+            code: "GH-EM-009",
+            message: message.into(),
+            target: None,
+        }
     }
 
     pub fn with_code(mut self, code: &'static str) -> GovError {

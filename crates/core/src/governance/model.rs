@@ -57,11 +57,17 @@ impl RequestType {
     }
 
     pub fn is_update(self) -> bool {
-        matches!(self, RequestType::UserUpdate | RequestType::AdminUpdate | RequestType::SystemUpdate)
+        matches!(
+            self,
+            RequestType::UserUpdate | RequestType::AdminUpdate | RequestType::SystemUpdate
+        )
     }
 
     pub fn is_remove(self) -> bool {
-        matches!(self, RequestType::UserRemove | RequestType::AdminRemove | RequestType::SystemRemove)
+        matches!(
+            self,
+            RequestType::UserRemove | RequestType::AdminRemove | RequestType::SystemRemove
+        )
     }
 
     /// Requests by users go through approval; administrators' and the system's do not.
@@ -164,6 +170,10 @@ pub struct Schedule {
     /// The duration asked for, as text (`P5D`), when the end was given as one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
+    /// No start was asked for: access starts when it is delivered (after approval), and a
+    /// duration counts from then.
+    #[serde(default)]
+    pub start_on_delivery: bool,
 }
 
 impl Schedule {

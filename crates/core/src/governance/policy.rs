@@ -91,12 +91,8 @@ impl Expiration {
     pub fn parse(obj: &Obj<'_>, zone: &Zone, what: &str) -> Result<Expiration, FieldError> {
         let ty = obj.string("type")?.unwrap_or("notSpecified");
         let path = obj.path.key("type");
-        let table: &[(&str, u8)] = &[
-            ("notSpecified", 0),
-            ("noExpiration", 0),
-            ("afterDateTime", 1),
-            ("afterDuration", 2),
-        ];
+        let table: &[(&str, u8)] =
+            &[("notSpecified", 0), ("noExpiration", 0), ("afterDateTime", 1), ("afterDuration", 2)];
         match enum_value(ty, table, &path, "expiration type")? {
             0 if obj.string("duration")?.is_some() => Self::duration(obj),
             0 => Ok(Expiration::NoExpiration),
@@ -362,13 +358,17 @@ impl AssignmentPolicy {
                 let v = Value::Object(m.clone());
                 let o = Obj::new(&v, &p)?;
                 let grace = match o.string("gracePeriodBeforeAccessRemoval")? {
-                    Some(t) => Duration::parse(t)
-                        .map_err(|e| FieldError::new(&p.key("gracePeriodBeforeAccessRemoval"), e))?,
+                    Some(t) => Duration::parse(t).map_err(|e| {
+                        FieldError::new(&p.key("gracePeriodBeforeAccessRemoval"), e)
+                    })?,
                     None => Duration::ZERO,
                 };
                 let a = AutomaticRequests {
                     request_for_allowed_targets: flag(&o, "requestAccessForAllowedTargets")?,
-                    remove_when_targets_leave: flag(&o, "removeAccessWhenTargetLeavesAllowedTargets")?,
+                    remove_when_targets_leave: flag(
+                        &o,
+                        "removeAccessWhenTargetLeavesAllowedTargets",
+                    )?,
                     grace_period: grace,
                 };
                 if a.request_for_allowed_targets && scope == TargetScope::NotSpecified {
@@ -509,14 +509,12 @@ impl AssignmentPolicy {
     pub fn validate(&self, dir: &Directory) -> Result<(), GovError> {
         let exists = |s: &SubjectSet, path: String| -> Result<(), GovError> {
             match s.named_object() {
-                Some(("user", id)) if dir.user(id).is_none() => Err(GovError::invalid(
-                    &path,
-                    format!("user `{id}` does not exist"),
-                )),
-                Some(("group", id)) if dir.group(id).is_none() => Err(GovError::invalid(
-                    &path,
-                    format!("group `{id}` does not exist"),
-                )),
+                Some(("user", id)) if dir.user(id).is_none() => {
+                    Err(GovError::invalid(&path, format!("user `{id}` does not exist")))
+                }
+                Some(("group", id)) if dir.group(id).is_none() => {
+                    Err(GovError::invalid(&path, format!("group `{id}` does not exist")))
+                }
                 _ => Ok(()),
             }
         };
@@ -527,7 +525,8 @@ impl AssignmentPolicy {
             exists(s, format!("requestorSettings.onBehalfRequestors[{i}]"))?;
         }
         for (n, stage) in self.approval.stages.iter().enumerate() {
-            let at = |key: &str, i: usize| format!("requestApprovalSettings.stages[{n}].{key}[{i}]");
+            let at =
+                |key: &str, i: usize| format!("requestApprovalSettings.stages[{n}].{key}[{i}]");
             for (key, sets) in [
                 ("primaryApprovers", &stage.primary),
                 ("fallbackPrimaryApprovers", &stage.fallback_primary),
@@ -539,7 +538,8 @@ impl AssignmentPolicy {
                 }
             }
             let stage_path = format!("requestApprovalSettings.stages[{n}]");
-            if stage.primary.iter().all(SubjectSet::is_relative) && stage.fallback_primary.is_empty()
+            if stage.primary.iter().all(SubjectSet::is_relative)
+                && stage.fallback_primary.is_empty()
             {
                 return Err(GovError::invalid(&format!("{stage_path}.fallbackPrimaryApprovers"), format!(
                     "stage {} is approved only by the requestor's manager or sponsors, who may not \
@@ -552,11 +552,14 @@ impl AssignmentPolicy {
                 && stage.escalation.iter().all(SubjectSet::is_relative)
                 && stage.fallback_escalation.is_empty()
             {
-                return Err(GovError::invalid(&format!("{stage_path}.escalationApprovers"), format!(
-                    "stage {} escalates to approvers who may not exist: name at least one \
+                return Err(GovError::invalid(
+                    &format!("{stage_path}.escalationApprovers"),
+                    format!(
+                        "stage {} escalates to approvers who may not exist: name at least one \
                      escalation approver or fallback escalation approver (a user or a group)",
-                    n + 1
-                ))
+                        n + 1
+                    ),
+                )
                 .with_code("GH-EM-012"));
             }
         }
@@ -677,7 +680,8 @@ fn read_approval(obj: &Obj<'_>) -> Result<ApprovalSettings, FieldError> {
             }
             None => Duration::days(DEFAULT_AUTO_DENY_DAYS),
         };
-        if auto_deny_after.min_ms() < 3_600_000 || auto_deny_after.approx_days() > MAX_AUTO_DENY_DAYS
+        if auto_deny_after.min_ms() < 3_600_000
+            || auto_deny_after.approx_days() > MAX_AUTO_DENY_DAYS
         {
             return Err(FieldError::new(
                 &p.key("durationBeforeAutomaticDenial"),
@@ -710,7 +714,11 @@ fn read_approval(obj: &Obj<'_>) -> Result<ApprovalSettings, FieldError> {
             approver_justification_required: flag(&o, "isApproverJustificationRequired")?,
             escalate_after,
             primary: SubjectSet::parse_list(&o, "primaryApprovers", Use::Approvers)?,
-            fallback_primary: SubjectSet::parse_list(&o, "fallbackPrimaryApprovers", Use::Approvers)?,
+            fallback_primary: SubjectSet::parse_list(
+                &o,
+                "fallbackPrimaryApprovers",
+                Use::Approvers,
+            )?,
             escalation: SubjectSet::parse_list(&o, "escalationApprovers", Use::Approvers)?,
             fallback_escalation: SubjectSet::parse_list(
                 &o,
@@ -757,10 +765,8 @@ pub fn offered_to<'p>(
     dir: &Directory,
     user: &str,
 ) -> Vec<&'p AssignmentPolicy> {
-    let eligible: Vec<&AssignmentPolicy> = policies
-        .iter()
-        .filter(|p| p.requestor.self_add && p.allows_target(dir, user))
-        .collect();
+    let eligible: Vec<&AssignmentPolicy> =
+        policies.iter().filter(|p| p.requestor.self_add && p.allows_target(dir, user)).collect();
     let best = eligible.iter().filter_map(|p| p.scope.rank()).min();
     eligible.into_iter().filter(|p| p.scope.rank() == best).collect()
 }

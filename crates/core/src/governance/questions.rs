@@ -34,8 +34,14 @@ pub enum QuestionKind {
     /// `regexPattern`, when set, must match the answer (anywhere in it, as .NET's `IsMatch`
     /// does; anchor it with `^…$` to match the whole answer). Rust's `regex` runs in linear
     /// time, so a pattern cannot be made to hang the server.
-    Text { single_line: bool, pattern: Option<(String, Regex)> },
-    Choice { multiple: bool, choices: Vec<Choice> },
+    Text {
+        single_line: bool,
+        pattern: Option<(String, Regex)>,
+    },
+    Choice {
+        multiple: bool,
+        choices: Vec<Choice>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +57,10 @@ fn localizations(obj: &Obj<'_>) -> Result<Vec<(String, String)>, FieldError> {
         .map(|(m, p)| {
             let v = Value::Object(m.clone());
             let o = Obj::new(&v, &p)?;
-            Ok((o.required_string("languageCode")?.to_owned(), o.required_string("text")?.to_owned()))
+            Ok((
+                o.required_string("languageCode")?.to_owned(),
+                o.required_string("text")?.to_owned(),
+            ))
         })
         .collect()
 }
@@ -59,7 +68,10 @@ fn localizations(obj: &Obj<'_>) -> Result<Vec<(String, String)>, FieldError> {
 fn bounded(obj: &Obj<'_>, key: &str) -> Result<String, FieldError> {
     let t = obj.required_string(key)?;
     if t.trim().is_empty() || t.chars().count() > MAX_TEXT {
-        return Err(FieldError::new(&obj.path.key(key), format!("must be 1 to {MAX_TEXT} characters")));
+        return Err(FieldError::new(
+            &obj.path.key(key),
+            format!("must be 1 to {MAX_TEXT} characters"),
+        ));
     }
     Ok(t.to_owned())
 }
@@ -67,7 +79,11 @@ fn bounded(obj: &Obj<'_>, key: &str) -> Result<String, FieldError> {
 impl Question {
     /// `seed` names the question when the body gives no id (the policy id and the position), so
     /// the id is stable and unique without randomness in the core.
-    pub fn parse(map: &Map<String, Value>, path: &JsonPath, seed: &str) -> Result<Question, FieldError> {
+    pub fn parse(
+        map: &Map<String, Value>,
+        path: &JsonPath,
+        seed: &str,
+    ) -> Result<Question, FieldError> {
         let v = Value::Object(map.clone());
         let o = Obj::new(&v, path)?;
         let ty = o.string("@odata.type")?.unwrap_or_default();
@@ -111,7 +127,8 @@ impl Question {
                             format!("`{value}` is the value of an earlier choice too"),
                         ));
                     }
-                    let text = c.string("text")?.map(str::to_owned).unwrap_or_else(|| value.clone());
+                    let text =
+                        c.string("text")?.map(str::to_owned).unwrap_or_else(|| value.clone());
                     choices.push(Choice { value, text, localizations: localizations(&c)? });
                 }
                 if choices.is_empty() || choices.len() > MAX_CHOICES {
@@ -170,7 +187,10 @@ impl Question {
                     o.insert("isSingleLineQuestion".into(), (*single_line).into());
                     o.insert(
                         "regexPattern".into(),
-                        pattern.as_ref().map(|(p, _)| Value::from(p.clone())).unwrap_or(Value::Null),
+                        pattern
+                            .as_ref()
+                            .map(|(p, _)| Value::from(p.clone()))
+                            .unwrap_or(Value::Null),
                     );
                 }
                 QuestionKind::Choice { multiple, choices } => {
@@ -211,9 +231,8 @@ pub fn localized<'a>(default: &'a str, locs: &'a [(String, String)], language: &
         .find(|(c, _)| c.eq_ignore_ascii_case(lang))
         .or_else(|| {
             let primary = lang.split('-').next().unwrap_or(lang);
-            locs.iter().find(|(c, _)| {
-                c.split('-').next().is_some_and(|p| p.eq_ignore_ascii_case(primary))
-            })
+            locs.iter()
+                .find(|(c, _)| c.split('-').next().is_some_and(|p| p.eq_ignore_ascii_case(primary)))
         })
         .map(|(_, t)| t.as_str())
         .unwrap_or(default)
@@ -269,7 +288,9 @@ pub fn check_answers(questions: &[Question], answers: &[Value]) -> Result<Vec<An
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Bool(b)) => b.to_string(),
             None | Some(Value::Null) => String::new(),
-            Some(_) => return Err(GovError::invalid(&format!("{path}.value"), "expected a string")),
+            Some(_) => {
+                return Err(GovError::invalid(&format!("{path}.value"), "expected a string"));
+            }
         };
         if value.chars().count() > MAX_ANSWER {
             return Err(GovError::invalid(
@@ -320,9 +341,17 @@ pub fn check_answers(questions: &[Question], answers: &[Value]) -> Result<Vec<An
         };
         if matches!(q.kind, QuestionKind::Text { .. }) && out.iter().any(|x| x.question_id == q.id)
         {
-            return Err(GovError::invalid(&path, format!("question `{}` is answered twice", q.text)));
+            return Err(GovError::invalid(
+                &path,
+                format!("question `{}` is answered twice", q.text),
+            ));
         }
-        out.push(Answer { question_id: q.id.clone(), question_type, value, display_value: display });
+        out.push(Answer {
+            question_id: q.id.clone(),
+            question_type,
+            value,
+            display_value: display,
+        });
     }
     for q in questions.iter().filter(|q| q.required) {
         let answered = out.iter().any(|a| a.question_id == q.id && !a.value.trim().is_empty());

@@ -15,11 +15,17 @@ use crate::directory::Directory;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubjectSet {
-    SingleUser { user_id: String },
+    SingleUser {
+        user_id: String,
+    },
     /// Every user in the group, through nested groups too.
-    GroupMembers { group_id: String },
+    GroupMembers {
+        group_id: String,
+    },
     /// The manager (level 1) or the manager's manager (level 2) of the request's target.
-    RequestorManager { level: u8 },
+    RequestorManager {
+        level: u8,
+    },
     /// The sponsors recorded on the target user (`/users/{id}/sponsors`).
     TargetUserSponsors,
 }
@@ -40,12 +46,12 @@ impl SubjectSet {
         let ty = obj.string("@odata.type")?.unwrap_or_default();
         let ty = ty.trim_start_matches('#').trim_start_matches("microsoft.graph.");
         let set = match ty.to_ascii_lowercase().as_str() {
-            "singleuser" => SubjectSet::SingleUser {
-                user_id: normalize_id(obj.required_string("userId")?),
-            },
-            "groupmembers" => SubjectSet::GroupMembers {
-                group_id: normalize_id(obj.required_string("groupId")?),
-            },
+            "singleuser" => {
+                SubjectSet::SingleUser { user_id: normalize_id(obj.required_string("userId")?) }
+            }
+            "groupmembers" => {
+                SubjectSet::GroupMembers { group_id: normalize_id(obj.required_string("groupId")?) }
+            }
             "requestormanager" => {
                 let level = obj.integer("managerLevel")?.unwrap_or(1);
                 if !(1..=2).contains(&level) {

@@ -143,7 +143,9 @@ impl Sender {
                 if let Some(user) = &config.mail.username {
                     let password = match &config.mail.password_file {
                         Some(p) => std::fs::read_to_string(p)
-                            .map_err(|e| anyhow::anyhow!("mail.password_file {}: {e}", p.display()))?
+                            .map_err(|e| {
+                                anyhow::anyhow!("mail.password_file {}: {e}", p.display())
+                            })?
                             .trim()
                             .to_owned(),
                         None => String::new(),
@@ -171,7 +173,8 @@ impl Sender {
         let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
         let to: Mailbox = match field("toName") {
             "" => field("to").parse(),
-            name => format!("{} <{}>", name.replace(['<', '>', '"', '\r', '\n'], ""), field("to")).parse(),
+            name => format!("{} <{}>", name.replace(['<', '>', '"', '\r', '\n'], ""), field("to"))
+                .parse(),
         }
         .map_err(|e| format!("recipient `{}`: {e}", field("to")))?;
         let from: Mailbox = from.parse().map_err(|e| format!("sender `{from}`: {e}"))?;
@@ -207,18 +210,29 @@ mod tests {
             ..MailVars::default()
         };
         let (subject, body) = t.render(Template::ApprovalRequested, &vars).unwrap();
-        assert_eq!(subject, "Action required: approve or deny Adele Vance's request for Internals Travelling");
+        assert_eq!(
+            subject,
+            "Action required: approve or deny Adele Vance's request for Internals Travelling"
+        );
         assert!(body.contains("Please decide by 2026-12-10 09:00 (Europe/London)"), "{body}");
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("access-granted.txt"), "Subject: hi {{ recipent }}\nx").unwrap();
+        std::fs::write(dir.path().join("access-granted.txt"), "Subject: hi {{ recipent }}\nx")
+            .unwrap();
         let err = Templates::load(Some(dir.path())).unwrap_err();
         assert!(err.contains("access-granted"), "{err}");
         std::fs::write(dir.path().join("access-granted.txt"), "no subject line").unwrap();
         assert!(Templates::load(Some(dir.path())).unwrap_err().contains("Subject"));
-        std::fs::write(dir.path().join("access-granted.txt"), "Subject: Welcome to {{ package }}\nEnjoy, {{ recipient }}.").unwrap();
+        std::fs::write(
+            dir.path().join("access-granted.txt"),
+            "Subject: Welcome to {{ package }}\nEnjoy, {{ recipient }}.",
+        )
+        .unwrap();
         let t = Templates::load(Some(dir.path())).unwrap();
         let (s, b) = t.render(Template::AccessGranted, &vars).unwrap();
-        assert_eq!((s.as_str(), b.as_str()), ("Welcome to Internals Travelling", "Enjoy, Megan Bowen."));
+        assert_eq!(
+            (s.as_str(), b.as_str()),
+            ("Welcome to Internals Travelling", "Enjoy, Megan Bowen.")
+        );
     }
 }

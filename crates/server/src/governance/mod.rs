@@ -85,7 +85,10 @@ impl Loaded {
 }
 
 /// Reads a stored policy document back into the engine's type.
-pub fn policy_of(doc: &crate::store::governance::Doc, zone: &Zone) -> Result<AssignmentPolicy, StoreError> {
+pub fn policy_of(
+    doc: &crate::store::governance::Doc,
+    zone: &Zone,
+) -> Result<AssignmentPolicy, StoreError> {
     let Value::Object(body) = &doc.body else {
         return Err(StoreError::Corrupt(format!("policy {}: not an object", doc.id)));
     };
@@ -101,7 +104,11 @@ pub fn policy_of(doc: &crate::store::governance::Doc, zone: &Zone) -> Result<Ass
 }
 
 /// Loads policy `policy_id` with everything around it, inside the write.
-pub async fn load(w: &mut Write, policy_id: &str, zone: &Zone) -> Result<Option<Loaded>, StoreError> {
+pub async fn load(
+    w: &mut Write,
+    policy_id: &str,
+    zone: &Zone,
+) -> Result<Option<Loaded>, StoreError> {
     let Some(doc) = w.doc(Kind::Policy, policy_id).await? else { return Ok(None) };
     let policy = policy_of(&doc, zone)?;
     let Some(package) = w.doc(Kind::Package, &policy.access_package_id).await? else {
@@ -123,7 +130,8 @@ pub async fn load(w: &mut Write, policy_id: &str, zone: &Zone) -> Result<Option<
             extension_docs.insert(ext.clone(), d.body);
         }
     }
-    let name = |v: &Value| v.get("displayName").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name =
+        |v: &Value| v.get("displayName").and_then(Value::as_str).unwrap_or_default().to_owned();
     Ok(Some(Loaded {
         package_id: package.id.clone(),
         package_name: name(&package.body),
@@ -165,13 +173,13 @@ pub async fn write_effects(
     // Everything that needs the directory is rendered under one read lock, then written.
     let (mails, callouts, audits) = {
         let dir = state.dir();
-        let mails: Vec<(String, Value)> = fx
-            .mails
+        let mails: Vec<(String, Value)> =
+            fx.mails.iter().filter_map(|m| render_mail(state, &dir, m, fx, loaded)).collect();
+        let callouts: Vec<(String, Value)> = fx
+            .callouts
             .iter()
-            .filter_map(|m| render_mail(state, &dir, m, fx, loaded))
+            .map(|c| (crate::random::guid(), callout_body(state, &dir, c, fx, loaded, now)))
             .collect();
-        let callouts: Vec<(String, Value)> =
-            fx.callouts.iter().map(|c| (crate::random::guid(), callout_body(state, &dir, c, fx, loaded, now))).collect();
         let audits: Vec<AuditRecord> =
             fx.audits.iter().map(|a| audit_record(&dir, a, actor, loaded)).collect();
         (mails, callouts, audits)
@@ -241,7 +249,9 @@ fn render_mail(
     let req = fx.request.as_ref().filter(|r| m.request_id.as_deref() == Some(r.id.as_str()));
     let asg = fx.assignment.as_ref();
     let (target, requestor) = match (req, asg) {
-        (Some(r), _) => (r.target_id.clone(), r.requestor_id.clone().unwrap_or_else(|| r.target_id.clone())),
+        (Some(r), _) => {
+            (r.target_id.clone(), r.requestor_id.clone().unwrap_or_else(|| r.target_id.clone()))
+        }
         (None, Some(a)) => (a.target_id.clone(), a.target_id.clone()),
         (None, None) => (m.to.clone(), m.to.clone()),
     };
@@ -388,10 +398,18 @@ fn callout_body(
 fn audit_record(dir: &Directory, a: &AuditEvent, actor: &Actor, loaded: &Loaded) -> AuditRecord {
     let mut targets = Vec::new();
     if let Some(r) = &a.request_id {
-        targets.push(AuditTarget { kind: "AccessPackageAssignmentRequest", id: r.clone(), display_name: None });
+        targets.push(AuditTarget {
+            kind: "AccessPackageAssignmentRequest",
+            id: r.clone(),
+            display_name: None,
+        });
     }
     if let Some(x) = &a.assignment_id {
-        targets.push(AuditTarget { kind: "AccessPackageAssignment", id: x.clone(), display_name: None });
+        targets.push(AuditTarget {
+            kind: "AccessPackageAssignment",
+            id: x.clone(),
+            display_name: None,
+        });
     }
     targets.push(AuditTarget {
         kind: "AccessPackage",
@@ -399,7 +417,11 @@ fn audit_record(dir: &Directory, a: &AuditEvent, actor: &Actor, loaded: &Loaded)
         display_name: Some(loaded.package_name.clone()),
     });
     if let Some(u) = &a.target_user {
-        targets.push(AuditTarget { kind: "User", id: u.clone(), display_name: dir.user(u).map(|u| u.display_name.clone()) });
+        targets.push(AuditTarget {
+            kind: "User",
+            id: u.clone(),
+            display_name: dir.user(u).map(|u| u.display_name.clone()),
+        });
     }
     let mut modified = Vec::new();
     if a.before.is_some() || a.after.is_some() {
@@ -418,7 +440,11 @@ fn audit_record(dir: &Directory, a: &AuditEvent, actor: &Actor, loaded: &Loaded)
         // The engine acts for the caller, or for Gatehouse itself (a timeout, an expiry).
         initiated_by: actor.clone(),
         targets,
-        correlation_id: a.request_id.clone().or_else(|| a.assignment_id.clone()).unwrap_or_default(),
+        correlation_id: a
+            .request_id
+            .clone()
+            .or_else(|| a.assignment_id.clone())
+            .unwrap_or_default(),
         modified,
     }
 }

@@ -51,7 +51,11 @@ pub fn resource_roles(resource: &Value, dir: &Directory) -> Vec<Value> {
             role(format!("Owner_{origin}"), "Owner", "Owner of the group"),
         ],
         "AadApplication" => {
-            let mut out = vec![role(DEFAULT_ACCESS.to_owned(), "Default Access", "Access to the application")];
+            let mut out = vec![role(
+                DEFAULT_ACCESS.to_owned(),
+                "Default Access",
+                "Access to the application",
+            )];
             if let Some(sp) = dir.service_principal(&origin) {
                 for r in sp.raw.get("appRoles").and_then(Value::as_array).into_iter().flatten() {
                     let enabled = r.get("isEnabled").and_then(Value::as_bool).unwrap_or(true);
@@ -60,7 +64,11 @@ pub fn resource_roles(resource: &Value, dir: &Directory) -> Vec<Value> {
                         .and_then(Value::as_array)
                         .is_none_or(|t| t.iter().any(|x| x.as_str() == Some("User")));
                     if enabled && users {
-                        out.push(role(normalize_id(s(r, "id")), s(r, "displayName"), s(r, "description")));
+                        out.push(role(
+                            normalize_id(s(r, "id")),
+                            s(r, "displayName"),
+                            s(r, "description"),
+                        ));
                     }
                 }
             }
@@ -124,7 +132,8 @@ pub fn role_scope_graph(doc: &Value) -> Value {
 }
 
 /// The kinds of custom extension (`@odata.type`).
-pub const REQUEST_EXTENSION: &str = "#microsoft.graph.accessPackageAssignmentRequestWorkflowExtension";
+pub const REQUEST_EXTENSION: &str =
+    "#microsoft.graph.accessPackageAssignmentRequestWorkflowExtension";
 pub const ASSIGNMENT_EXTENSION: &str = "#microsoft.graph.accessPackageAssignmentWorkflowExtension";
 
 /// The engine's view of a custom extension attached to `stage`.

@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 
 use super::{Loaded, load, mail, webhook, write_effects};
 use crate::state::AppState;
-use crate::store::governance::OutboxRow;
 use crate::store::StoreError;
+use crate::store::governance::OutboxRow;
 
 /// Jobs done in one transaction.
 pub const JOB_BATCH: i64 = 500;
@@ -74,7 +74,9 @@ pub async fn run_due_batch(state: &AppState) -> Result<usize, StoreError> {
                 (JobKind::Escalate(i), Some(r), _) => engine::escalate(&mut ctx, r, i),
                 (JobKind::AutoDeny(i), Some(r), _) => engine::time_out(&mut ctx, r, i),
                 (JobKind::Deliver, Some(r), _) => engine::start_reached(&mut ctx, r),
-                (JobKind::CalloutTimeout(id), Some(r), _) => engine::callout_timed_out(&mut ctx, r, &id),
+                (JobKind::CalloutTimeout(id), Some(r), _) => {
+                    engine::callout_timed_out(&mut ctx, r, &id)
+                }
                 (JobKind::Expire, _, Some(a)) => engine::expire(&mut ctx, a, false),
                 (JobKind::AutoRemove, _, Some(a)) => engine::expire(&mut ctx, a, true),
                 (JobKind::Remind(d), _, Some(a)) => engine::remind(&mut ctx, a, d),
@@ -115,7 +117,11 @@ impl Senders {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
-        Ok(Senders { mail: mail::Sender::from_config(config)?, from: config.mail.from.clone(), http })
+        Ok(Senders {
+            mail: mail::Sender::from_config(config)?,
+            from: config.mail.from.clone(),
+            http,
+        })
     }
 }
 
@@ -141,7 +147,12 @@ pub async fn run_outbox_batch(state: &AppState, senders: &Senders) -> Result<usi
             Ok(()) => state.store.outbox_sent(&row.id, now).await?,
             Err(e) => {
                 let retry = retry_at(&row, now);
-                tracing::warn!(id = row.id, channel = row.channel, attempts = row.attempts, "send failed: {e}");
+                tracing::warn!(
+                    id = row.id,
+                    channel = row.channel,
+                    attempts = row.attempts,
+                    "send failed: {e}"
+                );
                 state.store.outbox_failed(&row.id, &e, retry, now).await?;
             }
         }
@@ -195,11 +206,7 @@ async fn post(state: &AppState, senders: &Senders, row: &OutboxRow) -> Result<()
         .send()
         .await
         .map_err(|e| format!("POST {url}: {e}"))?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("POST {url}: {}", resp.status()))
-    }
+    if resp.status().is_success() { Ok(()) } else { Err(format!("POST {url}: {}", resp.status())) }
 }
 
 /// Sends messages until none is due.

@@ -86,6 +86,11 @@ pub async fn authorize(state: AppState, access: Access, mut req: Request, next: 
     if let Err(e) = catch_up_before_write(&state, &method, &path).await {
         return e.into_response();
     }
+    // Access-package grants that started or ended by now take effect before anything is read
+    // (a comparison with the next boundary, unless one was crossed).
+    if let Err(e) = state.advance_to(state.now()).await {
+        return ApiError::from(e).into_response();
+    }
     if access == Access::Anonymous {
         return next.run(req).await;
     }
@@ -177,7 +182,8 @@ pub struct CatalogAccess {
 impl CatalogAccess {
     /// May the caller exercise `right` in `catalog`?
     pub fn may(&self, catalog: &str, right: gatehouse_core::roles::CatalogRight) -> bool {
-        self.all || self.catalogs.get(catalog).is_some_and(|roles| roles.iter().any(|r| r.grants(right)))
+        self.all
+            || self.catalogs.get(catalog).is_some_and(|roles| roles.iter().any(|r| r.grants(right)))
     }
 
     /// The route's own right in `catalog`, or 403.
@@ -195,11 +201,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CatalogAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<CatalogAccess>()
-            .cloned()
-            .ok_or_else(|| ApiError::forbidden("Insufficient privileges to complete the operation."))
+        parts.extensions.get::<CatalogAccess>().cloned().ok_or_else(|| {
+            ApiError::forbidden("Insufficient privileges to complete the operation.")
+        })
     }
 }
 
@@ -223,7 +227,11 @@ pub async fn catalog_access(
         if principal != caller.user_id && !groups.contains(principal) {
             continue;
         }
-        let role = d.body.get("roleDefinitionId").and_then(|v| v.as_str()).and_then(gatehouse_core::roles::CatalogRole::from_id);
+        let role = d
+            .body
+            .get("roleDefinitionId")
+            .and_then(|v| v.as_str())
+            .and_then(gatehouse_core::roles::CatalogRole::from_id);
         if let Some(role) = role
             && role.grants(right)
         {

@@ -49,7 +49,8 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 /// `bytes` as one JSON value under the same rules as [`Body`], for handlers that need the raw
 /// bytes too (a signed callback).
 pub fn strict_value(bytes: &[u8]) -> Result<Value, ApiError> {
-    strict_json(bytes).map_err(|e| ApiError::bad_request(format!("Invalid JSON in the request body: {e}")))
+    strict_json(bytes)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON in the request body: {e}")))
 }
 
 /// `bytes` as one JSON value, refusing duplicate keys and the NUL character at any depth.

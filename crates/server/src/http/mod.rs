@@ -211,8 +211,12 @@ fn catalog_right_text(right: gatehouse_core::roles::CatalogRight) -> &'static st
     match right {
         Read => "read rights in the catalog (any catalog role)",
         ManageCatalog => "the right to manage the catalog (Catalog owner)",
-        ManagePackages => "the right to manage access packages (Catalog owner, Access package manager)",
-        ManageAssignments => "the right to manage assignments (Catalog owner, Access package manager, Access package assignment manager)",
+        ManagePackages => {
+            "the right to manage access packages (Catalog owner, Access package manager)"
+        }
+        ManageAssignments => {
+            "the right to manage assignments (Catalog owner, Access package manager, Access package assignment manager)"
+        }
         CreateCatalog => "the right to create catalogs (Catalog creator)",
     }
 }

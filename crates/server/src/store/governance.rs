@@ -193,7 +193,11 @@ impl Write {
 
     /// The open request (submitted, pending approval, scheduled, delivering) for this package
     /// and target, if any: a second one is refused and names it.
-    pub async fn open_request_for(&mut self, package: &str, target: &str) -> Result<Option<Request>> {
+    pub async fn open_request_for(
+        &mut self,
+        package: &str,
+        target: &str,
+    ) -> Result<Option<Request>> {
         let rows = sqlx::query(
             "SELECT body FROM em_requests WHERE target_id = $1 AND package_id = $2 \
              AND state IN ('submitted', 'pendingApproval', 'scheduled', 'delivering') ORDER BY created_at",
@@ -217,7 +221,10 @@ impl Write {
     }
 
     pub async fn delete_request(&mut self, id: &str) -> Result<()> {
-        for sql in ["DELETE FROM em_requests WHERE id = $1", "DELETE FROM em_approvers WHERE request_id = $1"] {
+        for sql in [
+            "DELETE FROM em_requests WHERE id = $1",
+            "DELETE FROM em_approvers WHERE request_id = $1",
+        ] {
             sqlx::query(sql).bind(id.to_owned()).execute(&mut *self.tx).await?;
         }
         Ok(())
@@ -252,29 +259,41 @@ impl Write {
 
     /// Live (delivered or partly delivered) assignments of a package, or of a package to one
     /// target.
-    pub async fn live_assignments(&mut self, package: &str, target: Option<&str>) -> Result<Vec<Assignment>> {
+    pub async fn live_assignments(
+        &mut self,
+        package: &str,
+        target: Option<&str>,
+    ) -> Result<Vec<Assignment>> {
         let rows = match target {
-            Some(t) => sqlx::query(
-                "SELECT body FROM em_assignments WHERE package_id = $1 AND target_id = $2 \
+            Some(t) => {
+                sqlx::query(
+                    "SELECT body FROM em_assignments WHERE package_id = $1 AND target_id = $2 \
                  AND state IN ('delivered', 'partiallyDelivered') ORDER BY id",
-            )
-            .bind(package.to_owned())
-            .bind(t.to_owned())
-            .fetch_all(&mut *self.tx)
-            .await?,
-            None => sqlx::query(
-                "SELECT body FROM em_assignments WHERE package_id = $1 \
+                )
+                .bind(package.to_owned())
+                .bind(t.to_owned())
+                .fetch_all(&mut *self.tx)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT body FROM em_assignments WHERE package_id = $1 \
                  AND state IN ('delivered', 'partiallyDelivered') ORDER BY id",
-            )
-            .bind(package.to_owned())
-            .fetch_all(&mut *self.tx)
-            .await?,
+                )
+                .bind(package.to_owned())
+                .fetch_all(&mut *self.tx)
+                .await?
+            }
         };
         rows.iter().map(|r| decode(r, "assignment")).collect()
     }
 
     /// How many assignments (live or not) hang off a package or a policy.
-    pub async fn count_assignments(&mut self, package: Option<&str>, policy: Option<&str>) -> Result<i64> {
+    pub async fn count_assignments(
+        &mut self,
+        package: Option<&str>,
+        policy: Option<&str>,
+    ) -> Result<i64> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM em_assignments WHERE state <> 'expired' \
              AND ($1 IS NULL OR package_id = $1) AND ($2 IS NULL OR policy_id = $2)",
@@ -324,7 +343,11 @@ impl Write {
     /// (`FOR UPDATE SKIP LOCKED`): another node's worker takes others. The caller deletes each
     /// in the transaction that does its work, so a job is done once, or not at all if the node
     /// dies first.
-    pub async fn claim_due_jobs(&mut self, now: i64, limit: i64) -> Result<Vec<(String, JobKind, i64)>> {
+    pub async fn claim_due_jobs(
+        &mut self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, JobKind, i64)>> {
         let sql = match self.backend {
             Backend::Postgres => {
                 "SELECT subject, kind, due_at FROM due_jobs WHERE due_at <= $1 ORDER BY due_at, subject, kind LIMIT $2 FOR UPDATE SKIP LOCKED"
@@ -421,7 +444,12 @@ impl Store {
     }
 
     /// Requests in id order after `after`, at most `limit`, narrowed by `scope`.
-    pub async fn requests(&self, scope: &Scope, after: Option<&str>, limit: i64) -> Result<Vec<Request>> {
+    pub async fn requests(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Request>> {
         let rows = sqlx::query(
             "SELECT body FROM em_requests WHERE ($1 IS NULL OR target_id = $1) \
              AND ($2 IS NULL OR requestor_id = $2) AND ($3 IS NULL OR package_id = $3) \
@@ -438,7 +466,11 @@ impl Store {
     }
 
     /// Requests with a stage `user` may decide now (`pending`) or could once.
-    pub async fn requests_for_approver(&self, user: &str, pending_only: bool) -> Result<Vec<Request>> {
+    pub async fn requests_for_approver(
+        &self,
+        user: &str,
+        pending_only: bool,
+    ) -> Result<Vec<Request>> {
         let rows = sqlx::query(
             "SELECT DISTINCT r.id, r.body FROM em_requests r JOIN em_approvers a ON a.request_id = r.id \
              WHERE a.user_id = $1 AND ($2 = 0 OR a.pending = 1) ORDER BY r.id",
@@ -458,7 +490,12 @@ impl Store {
         row.map(|r| decode(&r, "assignment")).transpose()
     }
 
-    pub async fn assignments(&self, scope: &Scope, after: Option<&str>, limit: i64) -> Result<Vec<Assignment>> {
+    pub async fn assignments(
+        &self,
+        scope: &Scope,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Assignment>> {
         let rows = sqlx::query(
             "SELECT body FROM em_assignments WHERE ($1 IS NULL OR target_id = $1) \
              AND ($2 IS NULL OR package_id = $2) AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
@@ -474,13 +511,19 @@ impl Store {
 
     /// When the next due job falls due (`None`: none waiting).
     pub async fn next_due_job(&self) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(due_at) AS due FROM due_jobs").fetch_one(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT MIN(due_at) AS due FROM due_jobs").fetch_one(&self.pool).await?;
         opt_int(&row, "due")
     }
 
     /// Leases up to `limit` messages due by `now` for `lease_ms`: another worker (or this one
     /// after a crash) retries them once the lease runs out unless they are marked sent.
-    pub async fn lease_outbox(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxRow>> {
+    pub async fn lease_outbox(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
         let sql = match self.backend {
             Backend::Postgres => {
                 "UPDATE outbox SET lease_until = $2, attempts = attempts + 1 WHERE id IN \
@@ -496,7 +539,12 @@ impl Store {
             }
         };
         let mut w = self.begin().await?;
-        let rows = sqlx::query(sql).bind(now).bind(now + lease_ms).bind(limit).fetch_all(&mut *w.tx).await?;
+        let rows = sqlx::query(sql)
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(limit)
+            .fetch_all(&mut *w.tx)
+            .await?;
         w.tx.commit().await?;
         let mut out = Vec::new();
         for r in &rows {
@@ -527,26 +575,36 @@ impl Store {
     }
 
     /// A send failed: try again at `retry_at` (or give up, with `retry_at` None).
-    pub async fn outbox_failed(&self, id: &str, error: &str, retry_at: Option<i64>, now: i64) -> Result<()> {
+    pub async fn outbox_failed(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<()> {
         let mut w = self.begin().await?;
         match retry_at {
-            Some(at) => sqlx::query(
-                "UPDATE outbox SET due_at = $2, lease_until = 0, last_error = $3 WHERE id = $1",
-            )
-            .bind(id.to_owned())
-            .bind(at)
-            .bind(error.to_owned())
-            .execute(&mut *w.tx)
-            .await?,
+            Some(at) => {
+                sqlx::query(
+                    "UPDATE outbox SET due_at = $2, lease_until = 0, last_error = $3 WHERE id = $1",
+                )
+                .bind(id.to_owned())
+                .bind(at)
+                .bind(error.to_owned())
+                .execute(&mut *w.tx)
+                .await?
+            }
             // Given up: kept unsent for the operator, with the last error, never due again.
-            None => sqlx::query(
-                "UPDATE outbox SET due_at = $2, lease_until = 0, last_error = $3 WHERE id = $1",
-            )
-            .bind(id.to_owned())
-            .bind(GIVEN_UP)
-            .bind(format!("gave up at {}: {error}", gatehouse_core::time::format(now)))
-            .execute(&mut *w.tx)
-            .await?,
+            None => {
+                sqlx::query(
+                    "UPDATE outbox SET due_at = $2, lease_until = 0, last_error = $3 WHERE id = $1",
+                )
+                .bind(id.to_owned())
+                .bind(GIVEN_UP)
+                .bind(format!("gave up at {}: {error}", gatehouse_core::time::format(now)))
+                .execute(&mut *w.tx)
+                .await?
+            }
         };
         w.tx.commit().await?;
         Ok(())
@@ -565,7 +623,10 @@ impl Store {
     }
 
     /// Messages of the outbox, newest first (for the operator and the tests).
-    pub async fn outbox(&self, channel: Option<&str>) -> Result<Vec<(OutboxRow, Option<i64>, Option<String>)>> {
+    pub async fn outbox(
+        &self,
+        channel: Option<&str>,
+    ) -> Result<Vec<(OutboxRow, Option<i64>, Option<String>)>> {
         let rows = sqlx::query(
             "SELECT id, channel, created_at, attempts, body, sent_at, last_error FROM outbox \
              WHERE ($1 IS NULL OR channel = $1) ORDER BY created_at, id",
@@ -579,7 +640,13 @@ impl Store {
             let body = serde_json::from_str(&text(r, "body")?)
                 .map_err(|e| StoreError::Corrupt(format!("outbox {id}: {e}")))?;
             out.push((
-                OutboxRow { id, channel: text(r, "channel")?, created_at: int(r, "created_at")?, attempts: int(r, "attempts")?, body },
+                OutboxRow {
+                    id,
+                    channel: text(r, "channel")?,
+                    created_at: int(r, "created_at")?,
+                    attempts: int(r, "attempts")?,
+                    body,
+                },
                 opt_int(r, "sent_at")?,
                 opt_text(r, "last_error")?,
             ));

@@ -382,9 +382,11 @@ impl super::Store {
             grants.push(g);
         }
         let mut sponsors = Vec::new();
-        for row in sqlx::query("SELECT user_id, sponsor_id FROM user_sponsors ORDER BY user_id, sponsor_id")
-            .fetch_all(&mut *tx)
-            .await?
+        for row in sqlx::query(
+            "SELECT user_id, sponsor_id FROM user_sponsors ORDER BY user_id, sponsor_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
         {
             sponsors.push((text(&row, "user_id")?, text(&row, "sponsor_id")?));
         }

@@ -11,11 +11,11 @@ use serde_json::{Map, Value, json};
 
 use super::{EM, allow_keys, bad, display_name, doc_or_404, flag, not_found, now_text, text};
 use crate::governance::objects;
+use crate::http::Api;
 use crate::http::auth::{Caller, CatalogAccess};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::graph::{Body, created, no_content, ok};
 use crate::http::odata::{OData, Spec};
-use crate::http::Api;
 use crate::state::AppState;
 use crate::store::governance::{Doc, Kind};
 use crate::store::{AuditRecord, AuditTarget};
@@ -40,39 +40,149 @@ const RESOURCES: Spec = Spec {
 };
 const ROLES: Spec = Spec {
     resource: "accessPackageResourceRole",
-    filterable: &["id", "displayName", "originId", "originSystem", "resource/id", "resource/originId"],
+    filterable: &[
+        "id",
+        "displayName",
+        "originId",
+        "originSystem",
+        "resource/id",
+        "resource/originId",
+    ],
     searchable: &[],
     orderable: &["displayName"],
     expandable: &["resource"],
 };
-const SCOPES: Spec = Spec::plain("accessPackageResourceScope", &["id", "originId", "originSystem", "isRootScope"]);
+const SCOPES: Spec =
+    Spec::plain("accessPackageResourceScope", &["id", "originId", "originSystem", "isRootScope"]);
 const REQUESTS: Spec = Spec::plain("accessPackageResourceRequest", &["id", "requestType", "state"]);
 const EXTENSIONS: Spec = Spec::plain("customCalloutExtension", &["id", "displayName"]);
-const ROLE_ASSIGNMENTS: Spec = Spec::plain("unifiedRoleAssignment", &["id", "principalId", "roleDefinitionId", "appScopeId"]);
+const ROLE_ASSIGNMENTS: Spec =
+    Spec::plain("unifiedRoleAssignment", &["id", "principalId", "roleDefinitionId", "appScopeId"]);
 
 pub fn routes(api: Api) -> Api {
     api.route(Method::GET, em!("/catalogs"), READ, "List access package catalogs", list_catalogs)
-        .route(Method::POST, em!("/catalogs"), CREATE, "Create a catalog (its creator becomes its owner)", create_catalog)
+        .route(
+            Method::POST,
+            em!("/catalogs"),
+            CREATE,
+            "Create a catalog (its creator becomes its owner)",
+            create_catalog,
+        )
         .route(Method::GET, em!("/catalogs/{id}"), READ, "Get a catalog", get_catalog)
         .route(Method::PATCH, em!("/catalogs/{id}"), MANAGE, "Update a catalog", update_catalog)
-        .route(Method::DELETE, em!("/catalogs/{id}"), MANAGE, "Delete a catalog without access packages", delete_catalog)
-        .route(Method::GET, em!("/catalogs/{id}/resources"), READ, "List a catalog's resources", list_resources)
-        .route(Method::GET, em!("/catalogs/{id}/resourceRoles"), READ, "List the roles of a catalog's resources", list_roles)
-        .route(Method::GET, em!("/catalogs/{id}/resourceScopes"), READ, "List the scopes of a catalog's resources", list_scopes)
-        .route(Method::GET, em!("/catalogs/{id}/customWorkflowExtensions"), READ, "List a catalog's custom extensions", list_extensions)
-        .route(Method::POST, em!("/catalogs/{id}/customWorkflowExtensions"), MANAGE, "Create a custom extension (its signing secret is shown once)", create_extension)
-        .route(Method::GET, em!("/catalogs/{id}/customWorkflowExtensions/{ext}"), READ, "Get a custom extension", get_extension)
-        .route(Method::PATCH, em!("/catalogs/{id}/customWorkflowExtensions/{ext}"), MANAGE, "Update a custom extension", update_extension)
-        .route(Method::DELETE, em!("/catalogs/{id}/customWorkflowExtensions/{ext}"), MANAGE, "Delete a custom extension no policy uses", delete_extension)
-        .route(Method::GET, em!("/resourceRequests"), READ, "List resource requests", list_resource_requests)
-        .route(Method::POST, em!("/resourceRequests"), MANAGE, "Add a group or application to a catalog, or remove it", create_resource_request)
-        .route(Method::GET, "/v1.0/roleManagement/entitlementManagement/roleDefinitions", Access::Roles(area::GOVERNANCE_READ), "List the entitlement management roles", list_role_definitions)
-        .route(Method::GET, "/v1.0/roleManagement/entitlementManagement/roleAssignments", READ, "List catalog role assignments", list_role_assignments)
-        .route(Method::POST, "/v1.0/roleManagement/entitlementManagement/roleAssignments", MANAGE, "Give a user or group a catalog role", create_role_assignment)
-        .route(Method::DELETE, "/v1.0/roleManagement/entitlementManagement/roleAssignments/{id}", MANAGE, "Remove a catalog role assignment", delete_role_assignment)
+        .route(
+            Method::DELETE,
+            em!("/catalogs/{id}"),
+            MANAGE,
+            "Delete a catalog without access packages",
+            delete_catalog,
+        )
+        .route(
+            Method::GET,
+            em!("/catalogs/{id}/resources"),
+            READ,
+            "List a catalog's resources",
+            list_resources,
+        )
+        .route(
+            Method::GET,
+            em!("/catalogs/{id}/resourceRoles"),
+            READ,
+            "List the roles of a catalog's resources",
+            list_roles,
+        )
+        .route(
+            Method::GET,
+            em!("/catalogs/{id}/resourceScopes"),
+            READ,
+            "List the scopes of a catalog's resources",
+            list_scopes,
+        )
+        .route(
+            Method::GET,
+            em!("/catalogs/{id}/customWorkflowExtensions"),
+            READ,
+            "List a catalog's custom extensions",
+            list_extensions,
+        )
+        .route(
+            Method::POST,
+            em!("/catalogs/{id}/customWorkflowExtensions"),
+            MANAGE,
+            "Create a custom extension (its signing secret is shown once)",
+            create_extension,
+        )
+        .route(
+            Method::GET,
+            em!("/catalogs/{id}/customWorkflowExtensions/{ext}"),
+            READ,
+            "Get a custom extension",
+            get_extension,
+        )
+        .route(
+            Method::PATCH,
+            em!("/catalogs/{id}/customWorkflowExtensions/{ext}"),
+            MANAGE,
+            "Update a custom extension",
+            update_extension,
+        )
+        .route(
+            Method::DELETE,
+            em!("/catalogs/{id}/customWorkflowExtensions/{ext}"),
+            MANAGE,
+            "Delete a custom extension no policy uses",
+            delete_extension,
+        )
+        .route(
+            Method::GET,
+            em!("/resourceRequests"),
+            READ,
+            "List resource requests",
+            list_resource_requests,
+        )
+        .route(
+            Method::POST,
+            em!("/resourceRequests"),
+            MANAGE,
+            "Add a group or application to a catalog, or remove it",
+            create_resource_request,
+        )
+        .route(
+            Method::GET,
+            "/v1.0/roleManagement/entitlementManagement/roleDefinitions",
+            Access::Roles(area::GOVERNANCE_READ),
+            "List the entitlement management roles",
+            list_role_definitions,
+        )
+        .route(
+            Method::GET,
+            "/v1.0/roleManagement/entitlementManagement/roleAssignments",
+            READ,
+            "List catalog role assignments",
+            list_role_assignments,
+        )
+        .route(
+            Method::POST,
+            "/v1.0/roleManagement/entitlementManagement/roleAssignments",
+            MANAGE,
+            "Give a user or group a catalog role",
+            create_role_assignment,
+        )
+        .route(
+            Method::DELETE,
+            "/v1.0/roleManagement/entitlementManagement/roleAssignments/{id}",
+            MANAGE,
+            "Remove a catalog role assignment",
+            delete_role_assignment,
+        )
 }
 
-pub fn audit(caller: &Caller, activity: &str, target: (&'static str, &str, Option<&str>), reason: String) -> AuditRecord {
+pub fn audit(
+    caller: &Caller,
+    activity: &str,
+    target: (&'static str, &str, Option<&str>),
+    reason: String,
+) -> AuditRecord {
     AuditRecord {
         id: crate::random::guid(),
         category: "EntitlementManagement",
@@ -80,14 +190,24 @@ pub fn audit(caller: &Caller, activity: &str, target: (&'static str, &str, Optio
         result: "success",
         result_reason: reason,
         initiated_by: caller.audit_actor(),
-        targets: vec![AuditTarget { kind: target.0, id: target.1.to_owned(), display_name: target.2.map(str::to_owned) }],
+        targets: vec![AuditTarget {
+            kind: target.0,
+            id: target.1.to_owned(),
+            display_name: target.2.map(str::to_owned),
+        }],
         correlation_id: crate::random::guid(),
         modified: Vec::new(),
     }
 }
 
 /// Commits definition changes (no directory change) with their audit records.
-pub async fn commit_docs(state: &AppState, mut w: crate::store::Write, docs: &[(Kind, Doc, Option<String>)], deletes: &[(Kind, String)], audits: &[AuditRecord]) -> ApiResult<()> {
+pub async fn commit_docs(
+    state: &AppState,
+    mut w: crate::store::Write,
+    docs: &[(Kind, Doc, Option<String>)],
+    deletes: &[(Kind, String)],
+    audits: &[AuditRecord],
+) -> ApiResult<()> {
     for (kind, d, secret) in docs {
         w.put_doc(*kind, d, secret.as_deref()).await?;
     }
@@ -102,36 +222,66 @@ fn name_of(d: &Doc) -> Option<&str> {
     d.body.get("displayName").and_then(Value::as_str)
 }
 
-async fn list_catalogs(State(state): State<AppState>, access: CatalogAccess, odata: OData) -> ApiResult<Response> {
+async fn list_catalogs(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    odata: OData,
+) -> ApiResult<Response> {
     let docs = state.store.docs(Kind::Catalog, None).await?;
-    let visible: Vec<Doc> = docs.into_iter().filter(|d| access.may(&d.id, CatalogRight::Read)).collect();
-    let out = odata.respond(&state, &CATALOGS, &format!("{EM}/catalogs"), visible, |d| d.id.as_str(), |d| d.body.clone(), |_, _| Ok(()))?;
+    let visible: Vec<Doc> =
+        docs.into_iter().filter(|d| access.may(&d.id, CatalogRight::Read)).collect();
+    let out = odata.respond(
+        &state,
+        &CATALOGS,
+        &format!("{EM}/catalogs"),
+        visible,
+        |d| d.id.as_str(),
+        |d| d.body.clone(),
+        |_, _| Ok(()),
+    )?;
     Ok(ok(out))
 }
 
-async fn get_catalog(State(state): State<AppState>, access: CatalogAccess, Path(id): Path<String>, odata: OData) -> ApiResult<Response> {
+async fn get_catalog(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
     let d = doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
     access.require(&d.id)?;
     let out = odata.entity(&state, &CATALOGS, &format!("{EM}/catalogs"), d.body, |_, _| Ok(()))?;
     Ok(ok(out))
 }
 
-const CATALOG_KEYS: &[&str] = &["displayName", "description", "state", "isExternallyVisible", "catalogType"];
+const CATALOG_KEYS: &[&str] =
+    &["displayName", "description", "state", "isExternallyVisible", "catalogType"];
 
 fn catalog_state(body: &Map<String, Value>) -> ApiResult<Option<&'static str>> {
     match text(body, "state")? {
         None => Ok(None),
         Some(s) if s.eq_ignore_ascii_case("published") => Ok(Some("published")),
         Some(s) if s.eq_ignore_ascii_case("unpublished") => Ok(Some("unpublished")),
-        Some(s) => Err(bad("state", format!("`{s}` is not a catalog state (published, unpublished)"))),
+        Some(s) => {
+            Err(bad("state", format!("`{s}` is not a catalog state (published, unpublished)")))
+        }
     }
 }
 
-async fn create_catalog(State(state): State<AppState>, caller: Caller, access: CatalogAccess, odata: OData, Body(body): Body) -> ApiResult<Response> {
+async fn create_catalog(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
     allow_keys(&body, CATALOG_KEYS, "a catalog")?;
     if text(&body, "catalogType")?.is_some_and(|t| !t.eq_ignore_ascii_case("userManaged")) {
-        return Err(bad("catalogType", "is read-only; catalogs created through the API are userManaged"));
+        return Err(bad(
+            "catalogType",
+            "is read-only; catalogs created through the API are userManaged",
+        ));
     }
     let name = display_name(&body, true)?.unwrap_or_default();
     let now = now_text(&state);
@@ -147,10 +297,20 @@ async fn create_catalog(State(state): State<AppState>, caller: Caller, access: C
         "modifiedDateTime": now,
     });
     let w = state.begin_write().await?;
-    if state.store.docs(Kind::Catalog, None).await?.iter().any(|d| name_of(d).is_some_and(|n| n.eq_ignore_ascii_case(&name))) {
+    if state
+        .store
+        .docs(Kind::Catalog, None)
+        .await?
+        .iter()
+        .any(|d| name_of(d).is_some_and(|n| n.eq_ignore_ascii_case(&name)))
+    {
         return Err(ApiError::conflict(format!("a catalog named `{name}` exists already")));
     }
-    let mut docs = vec![(Kind::Catalog, Doc { id: id.clone(), parent: "/".into(), created: state.now(), body: catalog.clone() }, None)];
+    let mut docs = vec![(
+        Kind::Catalog,
+        Doc { id: id.clone(), parent: "/".into(), created: state.now(), body: catalog.clone() },
+        None,
+    )];
     // A catalog creator who is not an administrator becomes the owner of what they create.
     if !access.all {
         let ra = crate::random::guid();
@@ -162,14 +322,26 @@ async fn create_catalog(State(state): State<AppState>, caller: Caller, access: C
                          "directoryScopeId": "/", "appScopeId": format!("/AccessPackageCatalog/{id}")}),
         }, None));
     }
-    let record = audit(&caller, "Create catalog", ("AccessPackageCatalog", &id, Some(&name)), String::new());
+    let record =
+        audit(&caller, "Create catalog", ("AccessPackageCatalog", &id, Some(&name)), String::new());
     commit_docs(&state, w, &docs, &[], &[record]).await?;
     Ok(created(crate::http::graph::entity(&state, &format!("{EM}/catalogs"), catalog)))
 }
 
-async fn update_catalog(State(state): State<AppState>, caller: Caller, access: CatalogAccess, Path(id): Path<String>, odata: OData, Body(body): Body) -> ApiResult<Response> {
+async fn update_catalog(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
-    allow_keys(&body, &["displayName", "description", "state", "isExternallyVisible"], "a catalog")?;
+    allow_keys(
+        &body,
+        &["displayName", "description", "state", "isExternallyVisible"],
+        "a catalog",
+    )?;
     let w = state.begin_write().await?;
     let mut d = doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
     access.require(&d.id)?;
@@ -188,12 +360,23 @@ async fn update_catalog(State(state): State<AppState>, caller: Caller, access: C
         }
         o.insert("modifiedDateTime".into(), now_text(&state).into());
     }
-    let record = audit(&caller, "Update catalog", ("AccessPackageCatalog", &d.id, name_of(&d)), String::new());
+    let record = audit(
+        &caller,
+        "Update catalog",
+        ("AccessPackageCatalog", &d.id, name_of(&d)),
+        String::new(),
+    );
     commit_docs(&state, w, &[(Kind::Catalog, d, None)], &[], &[record]).await?;
     Ok(no_content())
 }
 
-async fn delete_catalog(State(state): State<AppState>, caller: Caller, access: CatalogAccess, Path(id): Path<String>, odata: OData) -> ApiResult<Response> {
+async fn delete_catalog(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
     let w = state.begin_write().await?;
     let d = doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
@@ -212,18 +395,30 @@ async fn delete_catalog(State(state): State<AppState>, caller: Caller, access: C
             deletes.push((kind, x.id));
         }
     }
-    let record = audit(&caller, "Delete catalog", ("AccessPackageCatalog", &d.id, name_of(&d)), String::new());
+    let record = audit(
+        &caller,
+        "Delete catalog",
+        ("AccessPackageCatalog", &d.id, name_of(&d)),
+        String::new(),
+    );
     commit_docs(&state, w, &[], &deletes, &[record]).await?;
     Ok(no_content())
 }
 
 /// A resource with its roles and scopes expanded on request.
-fn expand_resource(state: &AppState, e: &crate::http::odata::Expand, m: &mut Map<String, Value>) -> ApiResult<()> {
+fn expand_resource(
+    state: &AppState,
+    e: &crate::http::odata::Expand,
+    m: &mut Map<String, Value>,
+) -> ApiResult<()> {
     let body = Value::Object(m.clone());
     match e.name {
         "roles" => {
             let roles = objects::resource_roles(&body, &state.dir());
-            m.insert("roles".into(), roles.into_iter().map(|r| e.shape(r)).collect::<Vec<_>>().into());
+            m.insert(
+                "roles".into(),
+                roles.into_iter().map(|r| e.shape(r)).collect::<Vec<_>>().into(),
+            );
         }
         "scopes" => {
             m.insert("scopes".into(), vec![e.shape(objects::resource_scope(&body))].into());
@@ -233,15 +428,33 @@ fn expand_resource(state: &AppState, e: &crate::http::odata::Expand, m: &mut Map
     Ok(())
 }
 
-async fn list_resources(State(state): State<AppState>, access: CatalogAccess, Path(id): Path<String>, odata: OData) -> ApiResult<Response> {
+async fn list_resources(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
     let c = doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
     access.require(&c.id)?;
     let docs = state.store.docs(Kind::Resource, Some(&c.id)).await?;
-    let out = odata.respond(&state, &RESOURCES, &format!("{EM}/catalogs/{}/resources", c.id), docs, |d| d.id.as_str(), |d| d.body.clone(), |e, m| expand_resource(&state, e, m))?;
+    let out = odata.respond(
+        &state,
+        &RESOURCES,
+        &format!("{EM}/catalogs/{}/resources", c.id),
+        docs,
+        |d| d.id.as_str(),
+        |d| d.body.clone(),
+        |e, m| expand_resource(&state, e, m),
+    )?;
     Ok(ok(out))
 }
 
-async fn list_roles(State(state): State<AppState>, access: CatalogAccess, Path(id): Path<String>, odata: OData) -> ApiResult<Response> {
+async fn list_roles(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
     let c = doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
     access.require(&c.id)?;
     let docs = state.store.docs(Kind::Resource, Some(&c.id)).await?;
@@ -267,62 +480,142 @@ async fn list_roles(State(state): State<AppState>, access: CatalogAccess, Path(i
     Ok(ok(out))
 }
 
-async fn list_scopes(State(state): State<AppState>, access: CatalogAccess, Path(id): Path<String>, odata: OData) -> ApiResult<Response> {
+async fn list_scopes(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
     let c = doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
     access.require(&c.id)?;
-    let scopes: Vec<Value> = state.store.docs(Kind::Resource, Some(&c.id)).await?.iter().map(|d| objects::resource_scope(&d.body)).collect();
-    let out = odata.respond(&state, &SCOPES, &format!("{EM}/catalogs/{}/resourceScopes", c.id), scopes, |r| r.get("id").and_then(Value::as_str).unwrap_or_default(), Value::clone, |_, _| Ok(()))?;
+    let scopes: Vec<Value> = state
+        .store
+        .docs(Kind::Resource, Some(&c.id))
+        .await?
+        .iter()
+        .map(|d| objects::resource_scope(&d.body))
+        .collect();
+    let out = odata.respond(
+        &state,
+        &SCOPES,
+        &format!("{EM}/catalogs/{}/resourceScopes", c.id),
+        scopes,
+        |r| r.get("id").and_then(Value::as_str).unwrap_or_default(),
+        Value::clone,
+        |_, _| Ok(()),
+    )?;
     Ok(ok(out))
 }
 
-async fn list_resource_requests(State(state): State<AppState>, access: CatalogAccess, odata: OData) -> ApiResult<Response> {
-    let docs: Vec<Doc> = state.store.docs(Kind::ResourceRequest, None).await?.into_iter().filter(|d| access.may(&d.parent, CatalogRight::Read)).collect();
-    let out = odata.respond(&state, &REQUESTS, &format!("{EM}/resourceRequests"), docs, |d| d.id.as_str(), |d| d.body.clone(), |_, _| Ok(()))?;
+async fn list_resource_requests(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    odata: OData,
+) -> ApiResult<Response> {
+    let docs: Vec<Doc> = state
+        .store
+        .docs(Kind::ResourceRequest, None)
+        .await?
+        .into_iter()
+        .filter(|d| access.may(&d.parent, CatalogRight::Read))
+        .collect();
+    let out = odata.respond(
+        &state,
+        &REQUESTS,
+        &format!("{EM}/resourceRequests"),
+        docs,
+        |d| d.id.as_str(),
+        |d| d.body.clone(),
+        |_, _| Ok(()),
+    )?;
     Ok(ok(out))
 }
 
 /// `POST /resourceRequests`: `adminAdd` puts a group or an application (service principal) of
 /// the directory into a catalog; `adminRemove` takes it out, unless an access package still
 /// grants one of its roles.
-async fn create_resource_request(State(state): State<AppState>, caller: Caller, access: CatalogAccess, odata: OData, Body(body): Body) -> ApiResult<Response> {
+async fn create_resource_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
-    allow_keys(&body, &["requestType", "resource", "catalog", "justification"], "a resource request")?;
-    let kind = text(&body, "requestType")?.ok_or_else(|| bad("requestType", "is required (adminAdd or adminRemove)"))?;
+    allow_keys(
+        &body,
+        &["requestType", "resource", "catalog", "justification"],
+        "a resource request",
+    )?;
+    let kind = text(&body, "requestType")?
+        .ok_or_else(|| bad("requestType", "is required (adminAdd or adminRemove)"))?;
     let add = if kind.eq_ignore_ascii_case("adminAdd") {
         true
     } else if kind.eq_ignore_ascii_case("adminRemove") {
         false
     } else {
-        return Err(bad("requestType", format!("`{kind}` is not supported here (adminAdd, adminRemove)")));
+        return Err(bad(
+            "requestType",
+            format!("`{kind}` is not supported here (adminAdd, adminRemove)"),
+        ));
     };
-    let catalog_id = super::nested_id(&body, "catalog").ok_or_else(|| bad("catalog.id", "is required"))?;
-    let resource = body.get("resource").and_then(Value::as_object).ok_or_else(|| bad("resource", "is required: {\"originId\": …, \"originSystem\": \"AadGroup\"}"))?;
-    let origin_id = text(resource, "originId")?.map(normalize_id).ok_or_else(|| bad("resource.originId", "is required"))?;
+    let catalog_id =
+        super::nested_id(&body, "catalog").ok_or_else(|| bad("catalog.id", "is required"))?;
+    let resource = body.get("resource").and_then(Value::as_object).ok_or_else(|| {
+        bad("resource", "is required: {\"originId\": …, \"originSystem\": \"AadGroup\"}")
+    })?;
+    let origin_id = text(resource, "originId")?
+        .map(normalize_id)
+        .ok_or_else(|| bad("resource.originId", "is required"))?;
     let system = match text(resource, "originSystem")? {
         Some(s) if s.eq_ignore_ascii_case("AadGroup") => "AadGroup",
         Some(s) if s.eq_ignore_ascii_case("AadApplication") => "AadApplication",
-        Some(s) => return Err(bad("resource.originSystem", format!("`{s}` is not served: AadGroup or AadApplication"))),
-        None => return Err(bad("resource.originSystem", "is required (AadGroup or AadApplication)")),
+        Some(s) => {
+            return Err(bad(
+                "resource.originSystem",
+                format!("`{s}` is not served: AadGroup or AadApplication"),
+            ));
+        }
+        None => {
+            return Err(bad("resource.originSystem", "is required (AadGroup or AadApplication)"));
+        }
     };
     let w = state.begin_write().await?;
     let catalog = doc_or_404(&state, Kind::Catalog, &catalog_id, "Catalog").await?;
     access.require(&catalog.id)?;
-    let existing = state.store.docs(Kind::Resource, Some(&catalog.id)).await?.into_iter().find(|d| objects::origin_id(&d.body) == origin_id);
+    let existing = state
+        .store
+        .docs(Kind::Resource, Some(&catalog.id))
+        .await?
+        .into_iter()
+        .find(|d| objects::origin_id(&d.body) == origin_id);
     let now = now_text(&state);
     let req_id = crate::random::guid();
     let (docs, deletes, resource_doc, activity) = if add {
         if existing.is_some() {
-            return Err(ApiError::conflict(format!("`{origin_id}` is already a resource of catalog `{}`", name_of(&catalog).unwrap_or(&catalog.id))));
+            return Err(ApiError::conflict(format!(
+                "`{origin_id}` is already a resource of catalog `{}`",
+                name_of(&catalog).unwrap_or(&catalog.id)
+            )));
         }
         let (name, description) = {
             let dir = state.dir();
             match system {
                 "AadGroup" => {
                     let g = dir.group(&origin_id).ok_or_else(|| not_found("Group", &origin_id))?;
-                    (g.display_name.clone(), g.raw.get("description").and_then(Value::as_str).unwrap_or_default().to_owned())
+                    (
+                        g.display_name.clone(),
+                        g.raw
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
                 }
                 _ => {
-                    let sp = dir.service_principal(&origin_id).ok_or_else(|| not_found("Service principal", &origin_id))?;
+                    let sp = dir
+                        .service_principal(&origin_id)
+                        .ok_or_else(|| not_found("Service principal", &origin_id))?;
                     (sp.display_name.clone(), String::new())
                 }
             }
@@ -332,28 +625,63 @@ async fn create_resource_request(State(state): State<AppState>, caller: Caller, 
             "id": rid, "displayName": name, "description": description, "originId": origin_id,
             "originSystem": system, "createdDateTime": now, "modifiedDateTime": now, "attributes": [],
         });
-        (vec![(Kind::Resource, Doc { id: rid, parent: catalog.id.clone(), created: state.now(), body: body.clone() }, None)], vec![], body, "Add resource to catalog")
+        (
+            vec![(
+                Kind::Resource,
+                Doc {
+                    id: rid,
+                    parent: catalog.id.clone(),
+                    created: state.now(),
+                    body: body.clone(),
+                },
+                None,
+            )],
+            vec![],
+            body,
+            "Add resource to catalog",
+        )
     } else {
         let Some(existing) = existing else {
             return Err(not_found("Catalog resource", &origin_id));
         };
         for p in state.store.docs(Kind::Package, Some(&catalog.id)).await? {
-            if state.store.docs(Kind::RoleScope, Some(&p.id)).await?.iter().any(|rs| rs.body.get("role").and_then(|r| r.get("resource")).and_then(|r| r.get("id")).and_then(Value::as_str) == Some(existing.id.as_str())) {
+            if state.store.docs(Kind::RoleScope, Some(&p.id)).await?.iter().any(|rs| {
+                rs.body
+                    .get("role")
+                    .and_then(|r| r.get("resource"))
+                    .and_then(|r| r.get("id"))
+                    .and_then(Value::as_str)
+                    == Some(existing.id.as_str())
+            }) {
                 return Err(ApiError::conflict(format!(
                     "access package `{}` grants a role of this resource; remove it from the package first",
                     name_of(&p).unwrap_or(&p.id)
                 )));
             }
         }
-        (vec![], vec![(Kind::Resource, existing.id.clone())], existing.body.clone(), "Remove resource from catalog")
+        (
+            vec![],
+            vec![(Kind::Resource, existing.id.clone())],
+            existing.body.clone(),
+            "Remove resource from catalog",
+        )
     };
     let request = json!({
         "id": req_id, "requestType": if add { "adminAdd" } else { "adminRemove" }, "state": "delivered",
         "createdDateTime": now, "catalog": {"id": catalog.id}, "resource": resource_doc,
     });
     let mut docs = docs;
-    docs.push((Kind::ResourceRequest, Doc { id: req_id, parent: catalog.id.clone(), created: state.now(), body: request.clone() }, None));
-    let record = audit(&caller, activity, ("AccessPackageCatalog", &catalog.id, name_of(&catalog)), format!("{system} {origin_id}"));
+    docs.push((
+        Kind::ResourceRequest,
+        Doc { id: req_id, parent: catalog.id.clone(), created: state.now(), body: request.clone() },
+        None,
+    ));
+    let record = audit(
+        &caller,
+        activity,
+        ("AccessPackageCatalog", &catalog.id, name_of(&catalog)),
+        format!("{system} {origin_id}"),
+    );
     commit_docs(&state, w, &docs, &deletes, &[record]).await?;
     Ok(created(crate::http::graph::entity(&state, &format!("{EM}/resourceRequests"), request)))
 }
@@ -361,21 +689,41 @@ async fn create_resource_request(State(state): State<AppState>, caller: Caller, 
 // ----- custom extensions -----
 
 const EXTENSION_KEYS: &[&str] = &[
-    "displayName", "description", "endpointConfiguration", "authenticationConfiguration",
-    "clientConfiguration", "callbackConfiguration",
+    "displayName",
+    "description",
+    "endpointConfiguration",
+    "authenticationConfiguration",
+    "clientConfiguration",
+    "callbackConfiguration",
 ];
 
 /// Checks and normalises a custom extension body (create, or the merge of an update).
-fn extension_body(state: &AppState, ty: &str, body: &Map<String, Value>, id: &str, created: &str, catalog: &str) -> ApiResult<Value> {
+fn extension_body(
+    state: &AppState,
+    ty: &str,
+    body: &Map<String, Value>,
+    id: &str,
+    created: &str,
+    catalog: &str,
+) -> ApiResult<Value> {
     let name = display_name(body, true)?.unwrap_or_default();
     let endpoint = body.get("endpointConfiguration").and_then(Value::as_object).ok_or_else(|| bad("endpointConfiguration", "is required: {\"@odata.type\": \"#microsoft.graph.httpRequestEndpoint\", \"targetUrl\": \"https://…\"}"))?;
     let ety = text(endpoint, "@odata.type")?.unwrap_or("#microsoft.graph.httpRequestEndpoint");
     if !ety.trim_start_matches('#').eq_ignore_ascii_case("microsoft.graph.httpRequestEndpoint") {
-        return Err(bad("endpointConfiguration.@odata.type", format!("`{ety}` is not served; Gatehouse calls #microsoft.graph.httpRequestEndpoint")));
+        return Err(bad(
+            "endpointConfiguration.@odata.type",
+            format!("`{ety}` is not served; Gatehouse calls #microsoft.graph.httpRequestEndpoint"),
+        ));
     }
-    let url = text(endpoint, "targetUrl")?.ok_or_else(|| bad("endpointConfiguration.targetUrl", "is required"))?;
-    crate::governance::webhook::check_endpoint(url, &state.config.governance.insecure_webhook_hosts).map_err(|m| bad("endpointConfiguration.targetUrl", m))?;
-    let client = body.get("clientConfiguration").and_then(Value::as_object).cloned().unwrap_or_default();
+    let url = text(endpoint, "targetUrl")?
+        .ok_or_else(|| bad("endpointConfiguration.targetUrl", "is required"))?;
+    crate::governance::webhook::check_endpoint(
+        url,
+        &state.config.governance.insecure_webhook_hosts,
+    )
+    .map_err(|m| bad("endpointConfiguration.targetUrl", m))?;
+    let client =
+        body.get("clientConfiguration").and_then(Value::as_object).cloned().unwrap_or_default();
     let retries = client.get("maximumRetries").and_then(Value::as_i64).unwrap_or(0);
     if !(0..=1).contains(&retries) {
         return Err(bad("clientConfiguration.maximumRetries", "must be 0 or 1"));
@@ -387,13 +735,24 @@ fn extension_body(state: &AppState, ty: &str, body: &Map<String, Value>, id: &st
     let callback = match body.get("callbackConfiguration").filter(|v| !v.is_null()) {
         None => Value::Null,
         Some(_) if ty == objects::ASSIGNMENT_EXTENSION => {
-            return Err(bad("callbackConfiguration", "only request workflow extensions wait for a callback"));
+            return Err(bad(
+                "callbackConfiguration",
+                "only request workflow extensions wait for a callback",
+            ));
         }
         Some(c) => {
-            let t = c.get("timeoutDuration").or_else(|| c.get("durationBeforeTimeout")).and_then(Value::as_str).ok_or_else(|| bad("callbackConfiguration.timeoutDuration", "is required"))?;
-            let d = Duration::parse(t).map_err(|m| bad("callbackConfiguration.timeoutDuration", m))?;
+            let t = c
+                .get("timeoutDuration")
+                .or_else(|| c.get("durationBeforeTimeout"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("callbackConfiguration.timeoutDuration", "is required"))?;
+            let d =
+                Duration::parse(t).map_err(|m| bad("callbackConfiguration.timeoutDuration", m))?;
             if d.nominal_ms() < 5 * 60_000 || d.nominal_ms() > 14 * 86_400_000 {
-                return Err(bad("callbackConfiguration.timeoutDuration", "must be 5 minutes to 14 days"));
+                return Err(bad(
+                    "callbackConfiguration.timeoutDuration",
+                    "must be 5 minutes to 14 days",
+                ));
             }
             json!({"@odata.type": "#microsoft.graph.customExtensionCallbackConfiguration", "timeoutDuration": d.to_iso()})
         }
@@ -421,23 +780,46 @@ fn extension_type(body: &Map<String, Value>) -> ApiResult<&'static str> {
     } else if t.eq_ignore_ascii_case(objects::ASSIGNMENT_EXTENSION.trim_start_matches('#')) {
         Ok(objects::ASSIGNMENT_EXTENSION)
     } else {
-        Err(bad("@odata.type", format!(
-            "is required: {} or {}",
-            objects::REQUEST_EXTENSION,
-            objects::ASSIGNMENT_EXTENSION
-        )))
+        Err(bad(
+            "@odata.type",
+            format!(
+                "is required: {} or {}",
+                objects::REQUEST_EXTENSION,
+                objects::ASSIGNMENT_EXTENSION
+            ),
+        ))
     }
 }
 
-async fn list_extensions(State(state): State<AppState>, access: CatalogAccess, Path(id): Path<String>, odata: OData) -> ApiResult<Response> {
+async fn list_extensions(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
     let c = doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
     access.require(&c.id)?;
     let docs = state.store.docs(Kind::Extension, Some(&c.id)).await?;
-    let out = odata.respond(&state, &EXTENSIONS, &format!("{EM}/catalogs/{}/customWorkflowExtensions", c.id), docs, |d| d.id.as_str(), |d| d.body.clone(), |_, _| Ok(()))?;
+    let out = odata.respond(
+        &state,
+        &EXTENSIONS,
+        &format!("{EM}/catalogs/{}/customWorkflowExtensions", c.id),
+        docs,
+        |d| d.id.as_str(),
+        |d| d.body.clone(),
+        |_, _| Ok(()),
+    )?;
     Ok(ok(out))
 }
 
-async fn create_extension(State(state): State<AppState>, caller: Caller, access: CatalogAccess, Path(id): Path<String>, odata: OData, Body(body): Body) -> ApiResult<Response> {
+async fn create_extension(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
     allow_keys(&body, EXTENSION_KEYS, "a custom extension")?;
     let ty = extension_type(&body)?;
@@ -447,10 +829,30 @@ async fn create_extension(State(state): State<AppState>, caller: Caller, access:
     let eid = crate::random::guid();
     let doc_body = extension_body(&state, ty, &body, &eid, &now_text(&state), &c.id)?;
     let secret = crate::random::token("whsec_");
-    let record = audit(&caller, "Create custom extension", ("CustomCalloutExtension", &eid, doc_body.get("displayName").and_then(Value::as_str)), String::new());
-    commit_docs(&state, w, &[(Kind::Extension, Doc { id: eid, parent: c.id.clone(), created: state.now(), body: doc_body.clone() }, Some(secret.clone()))], &[], &[record]).await?;
+    let record = audit(
+        &caller,
+        "Create custom extension",
+        ("CustomCalloutExtension", &eid, doc_body.get("displayName").and_then(Value::as_str)),
+        String::new(),
+    );
+    commit_docs(
+        &state,
+        w,
+        &[(
+            Kind::Extension,
+            Doc { id: eid, parent: c.id.clone(), created: state.now(), body: doc_body.clone() },
+            Some(secret.clone()),
+        )],
+        &[],
+        &[record],
+    )
+    .await?;
     // The signing secret is in this response only; Gatehouse keeps it to sign its calls.
-    let mut out = crate::http::graph::entity(&state, &format!("{EM}/catalogs/{}/customWorkflowExtensions", c.id), doc_body);
+    let mut out = crate::http::graph::entity(
+        &state,
+        &format!("{EM}/catalogs/{}/customWorkflowExtensions", c.id),
+        doc_body,
+    );
     if let Some(o) = out.as_object_mut() {
         o.insert("signingSecret".into(), secret.into());
     }
@@ -465,38 +867,82 @@ async fn extension_doc(state: &AppState, catalog: &str, ext: &str) -> ApiResult<
     Ok(d)
 }
 
-async fn get_extension(State(state): State<AppState>, access: CatalogAccess, Path((id, ext)): Path<(String, String)>, odata: OData) -> ApiResult<Response> {
+async fn get_extension(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    Path((id, ext)): Path<(String, String)>,
+    odata: OData,
+) -> ApiResult<Response> {
     let d = extension_doc(&state, &id, &ext).await?;
     access.require(&d.parent)?;
-    let out = odata.entity(&state, &EXTENSIONS, &format!("{EM}/catalogs/{}/customWorkflowExtensions", d.parent), d.body, |_, _| Ok(()))?;
+    let out = odata.entity(
+        &state,
+        &EXTENSIONS,
+        &format!("{EM}/catalogs/{}/customWorkflowExtensions", d.parent),
+        d.body,
+        |_, _| Ok(()),
+    )?;
     Ok(ok(out))
 }
 
-async fn update_extension(State(state): State<AppState>, caller: Caller, access: CatalogAccess, Path((id, ext)): Path<(String, String)>, odata: OData, Body(body): Body) -> ApiResult<Response> {
+async fn update_extension(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    Path((id, ext)): Path<(String, String)>,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
     allow_keys(&body, EXTENSION_KEYS, "a custom extension")?;
     let w = state.begin_write().await?;
     let mut d = extension_doc(&state, &id, &ext).await?;
     access.require(&d.parent)?;
-    let ty = d.body.get("@odata.type").and_then(Value::as_str).unwrap_or(objects::REQUEST_EXTENSION).to_owned();
+    let ty = d
+        .body
+        .get("@odata.type")
+        .and_then(Value::as_str)
+        .unwrap_or(objects::REQUEST_EXTENSION)
+        .to_owned();
     let mut merged = d.body.as_object().cloned().unwrap_or_default();
     for (k, v) in body {
         merged.insert(k, v);
     }
-    let created_at = d.body.get("createdDateTime").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let created_at =
+        d.body.get("createdDateTime").and_then(Value::as_str).unwrap_or_default().to_owned();
     d.body = extension_body(&state, &ty, &merged, &d.id, &created_at, &d.parent)?;
-    let record = audit(&caller, "Update custom extension", ("CustomCalloutExtension", &d.id, name_of(&d)), String::new());
+    let record = audit(
+        &caller,
+        "Update custom extension",
+        ("CustomCalloutExtension", &d.id, name_of(&d)),
+        String::new(),
+    );
     commit_docs(&state, w, &[(Kind::Extension, d, None)], &[], &[record]).await?;
     Ok(no_content())
 }
 
-async fn delete_extension(State(state): State<AppState>, caller: Caller, access: CatalogAccess, Path((id, ext)): Path<(String, String)>, odata: OData) -> ApiResult<Response> {
+async fn delete_extension(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    Path((id, ext)): Path<(String, String)>,
+    odata: OData,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
     let w = state.begin_write().await?;
     let d = extension_doc(&state, &id, &ext).await?;
     access.require(&d.parent)?;
     for p in state.store.docs(Kind::Policy, None).await? {
-        let uses = p.body.get("customExtensionStageSettings").and_then(Value::as_array).into_iter().flatten().any(|s| s.get("customExtension").and_then(|c| c.get("id")).and_then(Value::as_str) == Some(d.id.as_str()));
+        let uses = p
+            .body
+            .get("customExtensionStageSettings")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s.get("customExtension").and_then(|c| c.get("id")).and_then(Value::as_str)
+                    == Some(d.id.as_str())
+            });
         if uses {
             return Err(ApiError::conflict(format!(
                 "assignment policy `{}` calls this extension; remove it from the policy first",
@@ -504,7 +950,12 @@ async fn delete_extension(State(state): State<AppState>, caller: Caller, access:
             )));
         }
     }
-    let record = audit(&caller, "Delete custom extension", ("CustomCalloutExtension", &d.id, name_of(&d)), String::new());
+    let record = audit(
+        &caller,
+        "Delete custom extension",
+        ("CustomCalloutExtension", &d.id, name_of(&d)),
+        String::new(),
+    );
     commit_docs(&state, w, &[], &[(Kind::Extension, d.id.clone())], &[record]).await?;
     Ok(no_content())
 }
@@ -517,25 +968,69 @@ async fn list_role_definitions(State(state): State<AppState>, odata: OData) -> A
         .map(|r| json!({"id": r.id(), "displayName": r.display_name(), "description": r.description(), "isBuiltIn": true, "isEnabled": true, "templateId": r.id()}))
         .collect();
     let spec = Spec::plain("unifiedRoleDefinition", &["id", "displayName"]);
-    let out = odata.respond(&state, &spec, "roleManagement/entitlementManagement/roleDefinitions", defs, |d| d.get("id").and_then(Value::as_str).unwrap_or_default(), Value::clone, |_, _| Ok(()))?;
+    let out = odata.respond(
+        &state,
+        &spec,
+        "roleManagement/entitlementManagement/roleDefinitions",
+        defs,
+        |d| d.get("id").and_then(Value::as_str).unwrap_or_default(),
+        Value::clone,
+        |_, _| Ok(()),
+    )?;
     Ok(ok(out))
 }
 
-async fn list_role_assignments(State(state): State<AppState>, access: CatalogAccess, odata: OData) -> ApiResult<Response> {
-    let docs: Vec<Doc> = state.store.docs(Kind::CatalogRole, None).await?.into_iter().filter(|d| access.all || access.may(&d.parent, CatalogRight::Read)).collect();
-    let out = odata.respond(&state, &ROLE_ASSIGNMENTS, "roleManagement/entitlementManagement/roleAssignments", docs, |d| d.id.as_str(), |d| d.body.clone(), |_, _| Ok(()))?;
+async fn list_role_assignments(
+    State(state): State<AppState>,
+    access: CatalogAccess,
+    odata: OData,
+) -> ApiResult<Response> {
+    let docs: Vec<Doc> = state
+        .store
+        .docs(Kind::CatalogRole, None)
+        .await?
+        .into_iter()
+        .filter(|d| access.all || access.may(&d.parent, CatalogRight::Read))
+        .collect();
+    let out = odata.respond(
+        &state,
+        &ROLE_ASSIGNMENTS,
+        "roleManagement/entitlementManagement/roleAssignments",
+        docs,
+        |d| d.id.as_str(),
+        |d| d.body.clone(),
+        |_, _| Ok(()),
+    )?;
     Ok(ok(out))
 }
 
-async fn create_role_assignment(State(state): State<AppState>, caller: Caller, access: CatalogAccess, odata: OData, Body(body): Body) -> ApiResult<Response> {
+async fn create_role_assignment(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
-    allow_keys(&body, &["principalId", "roleDefinitionId", "appScopeId", "directoryScopeId"], "a catalog role assignment")?;
-    let principal = text(&body, "principalId")?.map(normalize_id).ok_or_else(|| bad("principalId", "is required"))?;
-    let role_id = text(&body, "roleDefinitionId")?.ok_or_else(|| bad("roleDefinitionId", "is required"))?;
-    let role = CatalogRole::from_id(role_id).ok_or_else(|| bad("roleDefinitionId", format!("`{role_id}` is not an entitlement management role")))?;
+    allow_keys(
+        &body,
+        &["principalId", "roleDefinitionId", "appScopeId", "directoryScopeId"],
+        "a catalog role assignment",
+    )?;
+    let principal = text(&body, "principalId")?
+        .map(normalize_id)
+        .ok_or_else(|| bad("principalId", "is required"))?;
+    let role_id =
+        text(&body, "roleDefinitionId")?.ok_or_else(|| bad("roleDefinitionId", "is required"))?;
+    let role = CatalogRole::from_id(role_id).ok_or_else(|| {
+        bad("roleDefinitionId", format!("`{role_id}` is not an entitlement management role"))
+    })?;
     let scope = text(&body, "appScopeId")?.unwrap_or("/");
     let catalog = if role.is_catalog_scoped() {
-        let id = scope.strip_prefix("/AccessPackageCatalog/").map(normalize_id).ok_or_else(|| bad("appScopeId", "must be /AccessPackageCatalog/{catalog id} for a catalog role"))?;
+        let id =
+            scope.strip_prefix("/AccessPackageCatalog/").map(normalize_id).ok_or_else(|| {
+                bad("appScopeId", "must be /AccessPackageCatalog/{catalog id} for a catalog role")
+            })?;
         doc_or_404(&state, Kind::Catalog, &id, "Catalog").await?;
         id
     } else {
@@ -557,18 +1052,47 @@ async fn create_role_assignment(State(state): State<AppState>, caller: Caller, a
             return Err(not_found("User or group", &principal));
         }
     }
-    if state.store.docs(Kind::CatalogRole, Some(&catalog)).await?.iter().any(|d| d.body.get("principalId").and_then(Value::as_str) == Some(principal.as_str()) && d.body.get("roleDefinitionId").and_then(Value::as_str) == Some(role.id())) {
+    if state.store.docs(Kind::CatalogRole, Some(&catalog)).await?.iter().any(|d| {
+        d.body.get("principalId").and_then(Value::as_str) == Some(principal.as_str())
+            && d.body.get("roleDefinitionId").and_then(Value::as_str) == Some(role.id())
+    }) {
         return Err(ApiError::conflict("the principal holds this role in this scope already"));
     }
     let id = crate::random::guid();
     let doc_body = json!({"id": id, "principalId": principal, "roleDefinitionId": role.id(), "directoryScopeId": "/",
                           "appScopeId": if role.is_catalog_scoped() { format!("/AccessPackageCatalog/{catalog}") } else { "/".into() }});
-    let record = audit(&caller, &format!("Add {}", role.display_name()), ("User", &principal, None), format!("scope {catalog}"));
-    commit_docs(&state, w, &[(Kind::CatalogRole, Doc { id, parent: catalog, created: state.now(), body: doc_body.clone() }, None)], &[], &[record]).await?;
-    Ok(created(crate::http::graph::entity(&state, "roleManagement/entitlementManagement/roleAssignments", doc_body)))
+    let record = audit(
+        &caller,
+        &format!("Add {}", role.display_name()),
+        ("User", &principal, None),
+        format!("scope {catalog}"),
+    );
+    commit_docs(
+        &state,
+        w,
+        &[(
+            Kind::CatalogRole,
+            Doc { id, parent: catalog, created: state.now(), body: doc_body.clone() },
+            None,
+        )],
+        &[],
+        &[record],
+    )
+    .await?;
+    Ok(created(crate::http::graph::entity(
+        &state,
+        "roleManagement/entitlementManagement/roleAssignments",
+        doc_body,
+    )))
 }
 
-async fn delete_role_assignment(State(state): State<AppState>, caller: Caller, access: CatalogAccess, Path(id): Path<String>, odata: OData) -> ApiResult<Response> {
+async fn delete_role_assignment(
+    State(state): State<AppState>,
+    caller: Caller,
+    access: CatalogAccess,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
     odata.refuse_all()?;
     let w = state.begin_write().await?;
     let d = doc_or_404(&state, Kind::CatalogRole, &id, "Role assignment").await?;
@@ -578,7 +1102,12 @@ async fn delete_role_assignment(State(state): State<AppState>, caller: Caller, a
     if d.parent != "/" {
         access.require(&d.parent)?;
     }
-    let record = audit(&caller, "Remove catalog role", ("User", d.body.get("principalId").and_then(Value::as_str).unwrap_or_default(), None), format!("scope {}", d.parent));
+    let record = audit(
+        &caller,
+        "Remove catalog role",
+        ("User", d.body.get("principalId").and_then(Value::as_str).unwrap_or_default(), None),
+        format!("scope {}", d.parent),
+    );
     commit_docs(&state, w, &[], &[(Kind::CatalogRole, d.id.clone())], &[record]).await?;
     Ok(no_content())
 }

@@ -51,11 +51,7 @@ pub fn gov(e: GovError) -> ApiError {
 }
 
 pub fn not_found(what: &str, id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "GH-EM-004",
-        format!("{what} `{id}` does not exist."),
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "GH-EM-004", format!("{what} `{id}` does not exist."))
 }
 
 pub fn bad(path: &str, message: impl Into<String>) -> ApiError {
@@ -98,7 +94,10 @@ pub fn display_name(body: &Map<String, Value>, required: bool) -> Result<Option<
         Some(n) => {
             let n = n.trim();
             if n.is_empty() || n.chars().count() > 256 || n.chars().any(char::is_control) {
-                return Err(bad("displayName", "must be 1 to 256 characters, without control characters"));
+                return Err(bad(
+                    "displayName",
+                    "must be 1 to 256 characters, without control characters",
+                ));
             }
             Ok(Some(n.to_owned()))
         }
@@ -116,7 +115,12 @@ pub fn allow_keys(body: &Map<String, Value>, allowed: &[&str], what: &str) -> Re
     Ok(())
 }
 
-pub async fn doc_or_404(state: &AppState, kind: Kind, id: &str, what: &str) -> Result<Doc, ApiError> {
+pub async fn doc_or_404(
+    state: &AppState,
+    kind: Kind,
+    id: &str,
+    what: &str,
+) -> Result<Doc, ApiError> {
     let id = gatehouse_policy::json::normalize_id(id);
     state.store.doc(kind, &id).await?.ok_or_else(|| not_found(what, &id))
 }
