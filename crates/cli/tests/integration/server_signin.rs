@@ -14,7 +14,6 @@ use sqlx::Row;
 use crate::server_support::{T0, TestDb, TestServer, config};
 
 const ADELE: &str = "adele@contoso.example";
-const MEGAN: &str = "megan@contoso.example";
 const ISAIAH: &str = "isaiah@contoso.example";
 const ADELE_ID: &str = "a0000000-0000-4000-8000-000000000001";
 const ISAIAH_ID: &str = "a0000000-0000-4000-8000-000000000004";
