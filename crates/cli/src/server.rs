@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use gatehouse_server::clock::{Clock, SystemClock};
+use gatehouse_server::clock::{Clock, ManualClock, SystemClock};
 use gatehouse_server::geo::Geo;
 use gatehouse_server::{Config, demo, serve as srv};
 
@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// configured. On a store that is not empty, nothing is seeded.
     #[arg(long)]
     demo: bool,
+    /// FOR TESTS ONLY: run on a clock that starts at this instant (RFC 3339) and moves only
+    /// when `POST /test/clock` says so. Never use it in production: anyone who can reach the
+    /// server can move its time.
+    #[arg(long, value_name = "INSTANT", hide = true)]
+    test_clock: Option<String>,
 }
 
 #[derive(Args)]
@@ -100,8 +105,19 @@ pub fn serve(args: &ServeArgs) -> Result<u8, Failure> {
         None if args.demo => Some(Geo::from_bytes(demo::GEOIP.to_vec()).map_err(fail)?),
         None => None,
     };
+    let clock: Arc<dyn Clock> = match &args.test_clock {
+        Some(at) => {
+            let ms = gatehouse_core::time::parse(at)
+                .ok_or_else(|| Failure::input(format!("--test-clock: `{at}` is not an RFC 3339 instant")))?;
+            config.test_clock = true;
+            Arc::new(ManualClock::at(ms))
+        }
+        None => Arc::new(SystemClock),
+    };
     runtime()?.block_on(async move {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        if config.test_clock {
+            tracing::warn!("running on a TEST CLOCK that POST /test/clock moves: never in production");
+        }
         let store = srv::open_store(&config).await.map_err(fail)?;
         if args.demo {
             match demo::seed(&store, clock.now()).await.map_err(fail)? {

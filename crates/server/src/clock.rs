@@ -7,6 +7,11 @@ use gatehouse_core::time::Millis;
 
 pub trait Clock: Send + Sync {
     fn now(&self) -> Millis;
+
+    /// The clock tests move, if this is one (`serve --test-clock`).
+    fn as_manual(&self) -> Option<&ManualClock> {
+        None
+    }
 }
 
 pub struct SystemClock;
@@ -41,5 +46,9 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Millis {
         self.0.load(Ordering::SeqCst)
+    }
+
+    fn as_manual(&self) -> Option<&ManualClock> {
+        Some(self)
     }
 }

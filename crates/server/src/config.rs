@@ -27,6 +27,9 @@ pub struct Config {
     pub limits: Limits,
     pub governance: GovernanceConfig,
     pub mail: MailConfig,
+    /// Set by `serve --test-clock` only (never from a file): serve `POST /test/clock`.
+    #[serde(skip)]
+    pub test_clock: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +134,7 @@ impl Default for Config {
             limits: Limits::default(),
             governance: GovernanceConfig::default(),
             mail: MailConfig::default(),
+            test_clock: false,
         }
     }
 }

@@ -247,11 +247,46 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
 }
 
 pub fn health_routes(api: Api) -> Api {
-    api.route(
+    let api = api.route(
         Method::GET,
         "/healthz",
         Access::Anonymous,
         "Liveness and the applied store version",
         health,
-    )
+    );
+    if api.test_clock() {
+        api.route(
+            Method::POST,
+            "/test/clock",
+            Access::Anonymous,
+            "TESTS ONLY (serve --test-clock): move the server's clock",
+            move_clock,
+        )
+    } else {
+        api
+    }
+}
+
+/// `POST /test/clock {"advanceMilliseconds": n}` or `{"dateTime": "…"}` (forward only), served
+/// only under `serve --test-clock`. Answers the new time; wakes the workers.
+async fn move_clock(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let Some(clock) = state.clock.as_manual() else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "itemNotFound", "There is no test clock."));
+    };
+    let now = crate::clock::Clock::now(clock);
+    let target = match (body.get("advanceMilliseconds").and_then(Value::as_i64), body.get("dateTime").and_then(Value::as_str)) {
+        (Some(ms), None) if ms >= 0 => now.saturating_add(ms),
+        (None, Some(t)) => gatehouse_core::time::parse(t)
+            .ok_or_else(|| ApiError::bad_request(format!("`{t}` is not a date-time")))?,
+        _ => return Err(ApiError::bad_request("send {\"advanceMilliseconds\": n ≥ 0} or {\"dateTime\": \"…\"}")),
+    };
+    if target < now {
+        return Err(ApiError::bad_request("the test clock only moves forward"));
+    }
+    clock.set(target);
+    state.work.notify_one();
+    Ok(ok(json!({"now": gatehouse_core::time::format(target)})))
 }

@@ -77,6 +77,11 @@ impl Api {
         self
     }
 
+    /// Whether the test clock is on (`serve --test-clock`).
+    pub fn test_clock(&self) -> bool {
+        self.state.config.test_clock
+    }
+
     pub fn merge(self, f: impl FnOnce(Api) -> Api) -> Api {
         f(self)
     }
