@@ -85,6 +85,16 @@ impl SmtpSink {
         }
     }
 
+    /// The next message to `address` whose subject starts with `subject`, skipping others.
+    pub async fn next_like(&mut self, address: &str, subject: &str) -> Received {
+        loop {
+            let m = self.next().await;
+            if m.to.contains(address) && m.subject.starts_with(subject) {
+                return m;
+            }
+        }
+    }
+
     /// The next message to `address`, skipping (and returning) others in between.
     pub async fn next_to(&mut self, address: &str) -> (Received, Vec<Received>) {
         let mut others = Vec::new();
@@ -171,4 +181,236 @@ pub async fn is_member(server: &TestServer, group: &str, user: &str) -> bool {
     let body =
         get(server, &server.admin_token, &format!("/v1.0/groups/{group}/members?$select=id")).await;
     body["value"].as_array().unwrap().iter().any(|m| m["id"] == user)
+}
+
+/// An API token for an existing user (as `admin bootstrap` makes for administrators): the
+/// tests' stand-in for people who would sign in, when the sign-in itself is not under test.
+pub async fn token_of(server: &TestServer, user_id: &str) -> String {
+    use gatehouse_server::session::{Session, SessionKind};
+    let state = &server.running.state;
+    let token = gatehouse_server::random::token("gh_");
+    let session = Session {
+        id: gatehouse_server::random::guid(),
+        user_id: user_id.to_owned(),
+        kind: SessionKind::ApiToken,
+        created_at: server.clock.now(),
+        expires_at: None,
+        methods: vec![],
+        tap_id: None,
+        target: None,
+    };
+    let mut w = state.store.begin().await.unwrap();
+    w.insert_session(&gatehouse_core::auth::secret::hash(&token), &session).await.unwrap();
+    w.commit(server.clock.now(), &[], &[]).await.unwrap();
+    token
+}
+
+/// Creates a member user (and returns its id).
+pub async fn new_user(server: &TestServer, upn: &str, name: &str, manager: Option<&str>) -> String {
+    let body = json!({
+        "accountEnabled": true, "displayName": name, "mailNickname": upn.split('@').next().unwrap(),
+        "userPrincipalName": upn, "userType": "Member",
+        "passwordProfile": {"forceChangePasswordNextSignIn": false, "password": "Correct-Horse-9"},
+    });
+    let (s, u) = server.admin(Method::POST, "/v1.0/users", Some(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    let id = u["id"].as_str().unwrap().to_owned();
+    if let Some(m) = manager {
+        set_manager(server, &id, m).await;
+    }
+    id
+}
+
+pub async fn set_manager(server: &TestServer, user: &str, manager: &str) {
+    let (s, b) = server
+        .admin(
+            Method::PUT,
+            &format!("/v1.0/users/{user}/manager/$ref"),
+            Some(&json!({"@odata.id": format!("{}/v1.0/users/{manager}", server.base)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+}
+
+/// A catalog with one group as its resource and a package granting its membership; returns
+/// (catalog, package).
+pub async fn package_for_group(
+    server: &TestServer,
+    catalog: &str,
+    package: &str,
+    group: &str,
+) -> (String, String) {
+    let (s, c) = server
+        .admin(Method::POST, &format!("{EM}/catalogs"), Some(&json!({"displayName": catalog})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let c = c["id"].as_str().unwrap().to_owned();
+    let (s, b) = server
+        .admin(Method::POST, &format!("{EM}/resourceRequests"), Some(&json!({"requestType": "adminAdd", "resource": {"originId": group, "originSystem": "AadGroup"}, "catalog": {"id": c}})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, p) = server
+        .admin(
+            Method::POST,
+            &format!("{EM}/accessPackages"),
+            Some(&json!({"displayName": package, "catalog": {"id": c}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let p = p["id"].as_str().unwrap().to_owned();
+    add_group_role(server, &p, group).await;
+    (c, p)
+}
+
+/// Adds the member role of `group` (already a resource of the package's catalog) to a package.
+pub async fn add_group_role(server: &TestServer, package: &str, group: &str) -> Value {
+    let (s, rs) = server
+        .admin(
+            Method::POST,
+            &format!("{EM}/accessPackages/{package}/resourceRoleScopes"),
+            Some(&json!({
+                "role": {"originId": format!("Member_{group}"), "originSystem": "AadGroup"},
+                "scope": {"originId": group, "originSystem": "AadGroup", "isRootScope": true},
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rs}");
+    rs
+}
+
+/// A policy on `package` from `extra` merged over a plain self-request policy without
+/// approval for all members; returns its id.
+pub async fn policy(server: &TestServer, package: &str, extra: Value) -> String {
+    let mut body = json!({
+        "displayName": "Members",
+        "allowedTargetScope": "allMemberUsers",
+        "expiration": {"type": "afterDuration", "duration": "P7D"},
+        "requestorSettings": {"enableTargetsToSelfAddAccess": true, "enableTargetsToSelfUpdateAccess": true,
+                              "enableTargetsToSelfRemoveAccess": true, "allowCustomAssignmentSchedule": true},
+        "requestApprovalSettings": {"isApprovalRequiredForAdd": false, "isApprovalRequiredForUpdate": false, "stages": []},
+        "accessPackage": {"id": package},
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    let (s, p) = server.admin(Method::POST, &format!("{EM}/assignmentPolicies"), Some(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    p["id"].as_str().unwrap().to_owned()
+}
+
+/// A self request (userAdd) as `token` for `user`; returns (status, body).
+pub async fn request_self(
+    server: &TestServer,
+    token: &str,
+    user: &str,
+    package: &str,
+    policy: &str,
+    extra: Value,
+) -> (StatusCode, Value) {
+    let mut body = json!({
+        "requestType": "userAdd", "justification": "work",
+        "assignment": {"targetId": user, "assignmentPolicyId": policy, "accessPackageId": package},
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    server.call(Method::POST, &format!("{EM}/assignmentRequests"), Some(token), Some(&body)).await
+}
+
+/// An approval stage as `token` sees it: (stage path, stage body).
+pub async fn stage_of(server: &TestServer, token: &str, request: &str) -> (String, Value) {
+    let stages =
+        get(server, token, &format!("{EM}/accessPackageAssignmentApprovals/{request}/stages"))
+            .await;
+    let s = stages["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["status"] == "InProgress")
+        .cloned()
+        .unwrap_or_else(|| stages["value"][0].clone());
+    (
+        format!(
+            "{EM}/accessPackageAssignmentApprovals/{request}/stages/{}",
+            s["id"].as_str().unwrap()
+        ),
+        s,
+    )
+}
+
+/// Creates a security group and returns its id.
+pub async fn new_group(server: &TestServer, name: &str) -> String {
+    let body = json!({"displayName": name, "mailEnabled": false, "mailNickname": name.replace(' ', ""), "securityEnabled": true, "groupTypes": []});
+    let (s, g) = server.admin(Method::POST, "/v1.0/groups", Some(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    g["id"].as_str().unwrap().to_owned()
+}
+
+/// Adds a group of the directory to a catalog.
+pub async fn add_resource(server: &TestServer, catalog: &str, group: &str) {
+    let (s, b) = server
+        .admin(Method::POST, &format!("{EM}/resourceRequests"), Some(&json!({"requestType": "adminAdd", "resource": {"originId": group, "originSystem": "AadGroup"}, "catalog": {"id": catalog}})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+
+/// A webhook receiver: a real HTTP server on loopback recording every call, answering the
+/// status the test sets, and telling the test each time a call arrives.
+pub struct Receiver {
+    pub url: String,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// `statuses`: the answers to the first calls in order; 202 after them.
+    pub async fn start(statuses: Vec<u16>) -> Receiver {
+        use axum::extract::State;
+        type Shared = (
+            std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
+            std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+            tokio::sync::mpsc::UnboundedSender<()>,
+        );
+        async fn hook(
+            State((calls, status, tx)): State<Shared>,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::http::StatusCode {
+            calls.lock().unwrap().push((headers, body.to_vec()));
+            let code = {
+                let mut s = status.lock().unwrap();
+                if s.is_empty() { 202 } else { s.remove(0) }
+            };
+            let _ = tx.send(());
+            axum::http::StatusCode::from_u16(code).unwrap()
+        }
+        let calls = std::sync::Arc::default();
+        let status = std::sync::Arc::new(std::sync::Mutex::new(statuses));
+        let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state((
+            std::sync::Arc::clone(&calls),
+            std::sync::Arc::clone(&status),
+            tx,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { url, calls, arrived, _task: task }
+    }
+
+    /// Waits for the next call (a minute at most) and returns its headers and JSON body.
+    pub async fn next(&mut self) -> (axum::http::HeaderMap, Vec<u8>) {
+        tokio::time::timeout(Duration::from_secs(60), self.arrived.recv())
+            .await
+            .expect("no call arrived within a minute")
+            .unwrap();
+        self.calls.lock().unwrap().last().cloned().unwrap()
+    }
 }

@@ -15,6 +15,7 @@ mod cli;
 mod corpus;
 mod crash;
 mod governance;
+mod governance_rules;
 mod governance_support;
 mod graph_sdk;
 mod scenarios;

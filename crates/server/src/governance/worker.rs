@@ -142,10 +142,11 @@ pub async fn run_outbox_batch(state: &AppState, senders: &Senders) -> Result<usi
     }
     while let Some(joined) = set.join_next().await {
         let Ok((row, result)) = joined else { continue };
-        let now = state.now();
         match result {
-            Ok(()) => state.store.outbox_sent(&row.id, now).await?,
+            Ok(()) => state.store.outbox_sent(&row.id, state.now()).await?,
             Err(e) => {
+                // Backing off from the attempt's start, so a retry's time does not depend on
+                // how long the failing call took.
                 let retry = retry_at(&row, now);
                 tracing::warn!(
                     id = row.id,

@@ -561,7 +561,8 @@ async fn add_member(
             None => dir.resolve_user(&member).map(|u| u.id.clone()).unwrap_or(member),
         };
         check_member(&dir, &g.id, &member)?;
-        if g.members.contains(&member) {
+        // A member only through an access package may still be made a direct member.
+        if dir.is_direct_member(&g.id, &member) {
             return Err(already_member());
         }
         let record = audit(
@@ -592,6 +593,17 @@ async fn remove_member(
         require_role_group_admin(&dir, &caller, &g.id)?;
         if !g.members.contains(&member) {
             return Err(ApiError::not_found("member", &member));
+        }
+        if !dir.is_direct_member(&g.id, &member) {
+            let role = gatehouse_core::governance::model::GrantedRole::GroupMember {
+                group_id: g.id.clone(),
+            };
+            let by = dir.granting_assignments(&role, &member);
+            return Err(ApiError::conflict(format!(
+                "`{member}` is a member through access package assignment(s) {}; remove the \
+                 assignment (adminRemove) instead",
+                by.join(", ")
+            )));
         }
         let record = audit(
             &caller,

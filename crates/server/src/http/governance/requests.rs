@@ -590,6 +590,31 @@ async fn create_request(
             }
         }
     };
+    let Some(loaded) = service::load(&mut w, &policy.id, &zone).await? else {
+        return Err(not_found("Assignment policy", &policy.id));
+    };
+    let now = state.now();
+    // Who may ask, and whether the request is well formed, before what exists is revealed.
+    let req = {
+        let dir = state.dir();
+        engine::prepare(
+            NewRequest {
+                id: crate::random::guid(),
+                new_assignment_id: crate::random::guid(),
+                request_type: t,
+                caller: &caller.user_id,
+                target: &target,
+                existing: existing.as_ref(),
+                answers: &asked.answers,
+                justification: asked.justification,
+                schedule: asked.schedule,
+            },
+            &dir,
+            &loaded.policy,
+            now,
+        )
+        .map_err(gov)?
+    };
     // One open request per package and target; one live assignment per package and target.
     if let Some(open) = w.open_request_for(&package.id, &target).await? {
         return Err(gov(GovError::conflict(format!(
@@ -606,7 +631,7 @@ async fn create_request(
             .live_assignments(&package.id, Some(&target))
             .await?
             .into_iter()
-            .find(|a| a.state_at(state.now()) != AssignmentState::Expired)
+            .find(|a| a.state_at(now) != AssignmentState::Expired)
     {
         return Err(gov(GovError::conflict(format!(
             "the user already has this access package (assignment `{}`); to extend it, send userUpdate",
@@ -615,29 +640,8 @@ async fn create_request(
         .with_code("GH-EM-035"))
         .with_target(live.id));
     }
-    let Some(loaded) = service::load(&mut w, &policy.id, &zone).await? else {
-        return Err(not_found("Assignment policy", &policy.id));
-    };
-    let now = state.now();
     let fx = {
         let dir = state.dir();
-        let req = engine::prepare(
-            NewRequest {
-                id: crate::random::guid(),
-                new_assignment_id: crate::random::guid(),
-                request_type: t,
-                caller: &caller.user_id,
-                target: &target,
-                existing: existing.as_ref(),
-                answers: &asked.answers,
-                justification: asked.justification,
-                schedule: asked.schedule,
-            },
-            &dir,
-            &loaded.policy,
-            now,
-        )
-        .map_err(gov)?;
         let mut ids = crate::random::guid;
         let mut ctx = loaded.ctx(&dir, now, Some(caller.user_id.clone()), &mut ids);
         engine::submit(&mut ctx, req, existing.clone())
