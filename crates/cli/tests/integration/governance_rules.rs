@@ -497,11 +497,11 @@ async fn the_most_specific_policy_is_the_one_offered() {
     let path = format!("{EM}/accessPackages/{pkg}/getApplicablePolicyRequirements");
     assert_eq!(
         offered(server.call(Method::POST, &path, Some(&adele), None).await.1),
-        [specific.clone()]
+        [specific.as_str()]
     );
     assert_eq!(
         offered(server.call(Method::POST, &path, Some(&diego), None).await.1),
-        [general.clone()]
+        [general.as_str()]
     );
     let (s, err) = request_self(&server, &adele, ADELE, &pkg, &general, json!({})).await;
     assert_eq!(

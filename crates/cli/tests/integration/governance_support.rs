@@ -358,11 +358,14 @@ pub async fn add_resource(server: &TestServer, catalog: &str, group: &str) {
     assert_eq!(s, StatusCode::CREATED, "{b}");
 }
 
+/// The calls a [`Receiver`] got: headers and body of each.
+pub type Calls = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
 /// A webhook receiver: a real HTTP server on loopback recording every call, answering the
 /// status the test sets, and telling the test each time a call arrives.
 pub struct Receiver {
     pub url: String,
-    pub calls: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>,
+    pub calls: Calls,
     arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
     _task: tokio::task::JoinHandle<()>,
 }
