@@ -53,6 +53,10 @@ pub struct Inner {
     pub governance: crate::governance::Service,
     /// Wakes the workers: a write left due jobs or messages for them.
     pub work: tokio::sync::Notify,
+    /// Automatic-assignment policies need comparing with the directory again: a policy
+    /// changed here (`true`), or the directory moved past `reconciled`.
+    pub reconcile: std::sync::atomic::AtomicBool,
+    pub reconciled: AtomicI64,
 }
 
 impl std::ops::Deref for AppState {
@@ -95,6 +99,8 @@ impl AppState {
             throttle: std::sync::Mutex::new(throttle),
             governance,
             work: tokio::sync::Notify::new(),
+            reconcile: std::sync::atomic::AtomicBool::new(true),
+            reconciled: AtomicI64::new(-1),
         })))
     }
 

@@ -750,3 +750,221 @@ async fn custom_extensions_are_signed_retried_and_can_hold_a_request() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn automatic_policies_follow_the_group_they_target() {
+    for db in TestDb::each("automatic_policies").await {
+        let server =
+            TestServer::start_with(&db, governance_config(None), ManualClock::at(T0)).await;
+        let (source, target) =
+            (new_group(&server, "Engineers").await, new_group(&server, "Wiki editors").await);
+        let (_, pkg) = package_for_group(&server, "Auto", "Wiki", &target).await;
+        let add =
+            |u: &str| json!({"@odata.id": format!("{}/v1.0/directoryObjects/{u}", server.base)});
+        for u in [ADELE, DIEGO] {
+            assert_eq!(
+                server
+                    .admin(
+                        Method::POST,
+                        &format!("/v1.0/groups/{source}/members/$ref"),
+                        Some(&add(u))
+                    )
+                    .await
+                    .0,
+                StatusCode::NO_CONTENT
+            );
+        }
+        policy(&server, &pkg, json!({
+            "displayName": "Engineers, automatically",
+            "allowedTargetScope": "specificDirectoryUsers",
+            "specificAllowedTargets": [{"@odata.type": "#microsoft.graph.groupMembers", "groupId": source}],
+            "automaticRequestSettings": {"requestAccessForAllowedTargets": true, "removeAccessWhenTargetLeavesAllowedTargets": true, "gracePeriodBeforeAccessRemoval": "P1D"},
+            "expiration": {"type": "noExpiration"},
+            "requestorSettings": {"enableTargetsToSelfAddAccess": false},
+        })).await;
+        run_workers(&server).await;
+        for u in [ADELE, DIEGO] {
+            assert!(
+                is_member(&server, &target, u).await,
+                "{}: {u} assigned automatically",
+                db.label()
+            );
+            let a = assignments_of(&server, &pkg, u).await;
+            assert_eq!(a.len(), 1, "{a:?}");
+        }
+        let reqs = get(
+            &server,
+            &server.admin_token,
+            &format!("{EM}/assignmentRequests?$filter=requestType eq 'systemAdd'"),
+        )
+        .await;
+        assert_eq!(reqs["value"].as_array().unwrap().len(), 2, "{reqs}");
+        // Running again changes nothing.
+        run_workers(&server).await;
+        assert_eq!(assignments_of(&server, &pkg, ADELE).await.len(), 1);
+
+        // Diego leaves the group: his access goes after the one-day grace period.
+        assert_eq!(
+            server
+                .admin(Method::DELETE, &format!("/v1.0/groups/{source}/members/{DIEGO}/$ref"), None)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        run_workers(&server).await;
+        assert!(is_member(&server, &target, DIEGO).await, "within the grace period");
+        server.clock.advance(DAY);
+        run_workers(&server).await;
+        assert!(!is_member(&server, &target, DIEGO).await, "removed after the grace period");
+        assert_eq!(assignments_of(&server, &pkg, DIEGO).await[0]["state"], "expired");
+        // Back in the group: assigned again.
+        assert_eq!(
+            server
+                .admin(
+                    Method::POST,
+                    &format!("/v1.0/groups/{source}/members/$ref"),
+                    Some(&add(DIEGO))
+                )
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        run_workers(&server).await;
+        assert!(is_member(&server, &target, DIEGO).await);
+        assert!(is_member(&server, &target, ADELE).await);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn owners_app_roles_sponsors_and_deletions() {
+    for db in TestDb::each("owners_app_roles_sponsors").await {
+        let server =
+            TestServer::start_with(&db, governance_config(None), ManualClock::at(T0)).await;
+        let group = new_group(&server, "Owned").await;
+        let (catalog, pkg) = package_for_group(&server, "Mixed", "Mixed roles", &group).await;
+        // The group's Owner role too.
+        let (s, b) = server
+            .admin(
+                Method::POST,
+                &format!("{EM}/accessPackages/{pkg}/resourceRoleScopes"),
+                Some(&json!({
+            "role": {"originId": format!("Owner_{group}"), "originSystem": "AadGroup"},
+            "scope": {"originId": group, "originSystem": "AadGroup", "isRootScope": true}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        // An application with an app role users can hold.
+        let role_id = "7a0c4f1e-5b2d-4e3a-9c8b-1d2e3f4a5b6c";
+        let (s, sp) = server.admin(Method::POST, "/v1.0/servicePrincipals", Some(&json!({
+            "appId": "f1000000-0000-4000-8000-0000000000ee", "displayName": "Travel Desk",
+            "appRoles": [{"id": role_id, "displayName": "Traveller", "value": "Traveller", "allowedMemberTypes": ["User"], "isEnabled": true, "description": "Books trips"}]}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{sp}");
+        let sp = sp["id"].as_str().unwrap().to_owned();
+        let (s, b) = server.admin(Method::POST, &format!("{EM}/resourceRequests"), Some(&json!({"requestType": "adminAdd", "resource": {"originId": sp, "originSystem": "AadApplication"}, "catalog": {"id": catalog}}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let roles = get(
+            &server,
+            &server.admin_token,
+            &format!(
+                "{EM}/catalogs/{catalog}/resourceRoles?$filter=originSystem eq 'AadApplication'"
+            ),
+        )
+        .await;
+        let names: Vec<&str> = roles["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["displayName"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "Default Access and Traveller: {roles}");
+        assert!(names.contains(&"Traveller") && names.contains(&"Default Access"));
+        let (s, b) = server
+            .admin(
+                Method::POST,
+                &format!("{EM}/accessPackages/{pkg}/resourceRoleScopes"),
+                Some(&json!({
+            "role": {"originId": role_id, "originSystem": "AadApplication"},
+            "scope": {"originId": sp, "originSystem": "AadApplication", "isRootScope": true}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (s, err) = server.admin(Method::POST, &format!("{EM}/accessPackages/{pkg}/resourceRoleScopes"), Some(&json!({
+            "role": {"originId": "00000000-0000-4000-8000-00000000beef", "originSystem": "AadApplication"},
+            "scope": {"originId": sp, "originSystem": "AadApplication", "isRootScope": true}}))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "an app role the application does not have: {err}");
+
+        // Approval by the target's sponsors.
+        let guestish =
+            new_user(&server, "visitor@contoso.example", "Visiting Engineer", None).await;
+        let add_sponsor = json!({"@odata.id": format!("{}/v1.0/users/{LEE}", server.base)});
+        assert_eq!(
+            server
+                .admin(
+                    Method::POST,
+                    &format!("/v1.0/users/{guestish}/sponsors/$ref"),
+                    Some(&add_sponsor)
+                )
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        let sponsors =
+            get(&server, &server.admin_token, &format!("/v1.0/users/{guestish}/sponsors")).await;
+        assert_eq!(sponsors["value"][0]["id"], LEE, "{sponsors}");
+        let pol = policy(
+            &server,
+            &pkg,
+            manager_stage(json!({
+                "primaryApprovers": [{"@odata.type": "#microsoft.graph.targetUserSponsors"}],
+            })),
+        )
+        .await;
+        let t = token_of(&server, &guestish).await;
+        let (s, r) = request_self(&server, &t, &guestish, &pkg, &pol, json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        let lee = token_of(&server, LEE).await;
+        let (path, _) = stage_of(&server, &lee, r["id"].as_str().unwrap()).await;
+        assert_eq!(
+            server
+                .call(Method::PATCH, &path, Some(&lee), Some(&json!({"reviewResult": "Approve"})))
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        assert!(is_member(&server, &group, &guestish).await);
+        let owners =
+            get(&server, &server.admin_token, &format!("/v1.0/groups/{group}/owners")).await;
+        assert_eq!(owners["value"][0]["id"], guestish, "{owners}");
+        let held = get(
+            &server,
+            &server.admin_token,
+            &format!("/v1.0/users/{guestish}/appRoleAssignments"),
+        )
+        .await;
+        assert_eq!(held["value"][0]["appRoleId"], role_id, "{held}");
+        let to = get(
+            &server,
+            &server.admin_token,
+            &format!("/v1.0/servicePrincipals/{sp}/appRoleAssignedTo"),
+        )
+        .await;
+        assert_eq!(to["value"][0]["principalId"], guestish);
+
+        // The group cannot be deleted while it is a catalog resource.
+        let (s, err) = server.admin(Method::DELETE, &format!("/v1.0/groups/{group}"), None).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("adminRemove"), "{err}");
+        // Deleting the user ends their assignment in the same step.
+        assert_eq!(
+            server.admin(Method::DELETE, &format!("/v1.0/users/{guestish}"), None).await.0,
+            StatusCode::NO_CONTENT
+        );
+        let a = assignments_of(&server, &pkg, &guestish).await;
+        assert_eq!(a[0]["state"], "expired", "{a:?}");
+        let owners =
+            get(&server, &server.admin_token, &format!("/v1.0/groups/{group}/owners")).await;
+        assert!(owners["value"].as_array().unwrap().is_empty());
+        server.stop().await;
+    }
+}

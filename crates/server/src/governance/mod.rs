@@ -449,6 +449,50 @@ fn audit_record(dir: &Directory, a: &AuditEvent, actor: &Actor, loaded: &Loaded)
     }
 }
 
+/// A user is being deleted: their live assignments end and their open requests are canceled,
+/// in the caller's transaction. Returns the changes and audit records to commit with it.
+pub async fn end_for_deleted_user(
+    state: &AppState,
+    w: &mut Write,
+    user: &str,
+    actor: &Actor,
+) -> Result<(Vec<Change>, Vec<AuditRecord>), StoreError> {
+    use gatehouse_core::governance::engine;
+    use gatehouse_core::governance::model::AssignmentState;
+    let zone = state.governance.zone.clone();
+    let now = state.now();
+    let (mut changes, mut audits) = (Vec::new(), Vec::new());
+    let mut steps: Vec<(String, Option<Request>, Option<Assignment>)> = Vec::new();
+    for a in w.assignments_of_target(user).await? {
+        if a.state != AssignmentState::Expired {
+            steps.push((a.policy_id.clone(), None, Some(a)));
+        }
+    }
+    for r in w.open_requests_of_target(user).await? {
+        steps.push((r.policy_id.clone(), Some(r), None));
+    }
+    for (policy, request, assignment) in steps {
+        let Some(loaded) = load(w, &policy, &zone).await? else { continue };
+        let fx = {
+            let dir = state.dir();
+            let mut ids = crate::random::guid;
+            let mut ctx = loaded.ctx(&dir, now, actor.as_ref().map(|a| a.0.clone()), &mut ids);
+            match (request, assignment) {
+                (Some(r), _) => match engine::cancel(&mut ctx, r) {
+                    Ok(fx) => fx,
+                    Err(_) => continue,
+                },
+                (None, Some(a)) => engine::expire(&mut ctx, a, true),
+                (None, None) => continue,
+            }
+        };
+        let (c, a) = write_effects(state, w, &fx, &loaded, actor, None, now).await?;
+        changes.extend(c);
+        audits.extend(a);
+    }
+    Ok((changes, audits))
+}
+
 /// The request and assignment of an engine step, for callers that answer with them.
 pub fn outcome(fx: &Effects) -> (Option<&Request>, Option<&Assignment>) {
     (fx.request.as_ref(), fx.assignment.as_ref())

@@ -13,13 +13,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
 use gatehouse_core::governance::engine::{self, JobKind};
+use gatehouse_core::governance::model::{AssignmentState, RequestType};
 use tokio::task::JoinSet;
 
 use super::{Loaded, load, mail, webhook, write_effects};
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::governance::OutboxRow;
+use crate::store::governance::{Kind, OutboxRow};
 
 /// Jobs done in one transaction.
 pub const JOB_BATCH: i64 = 500;
@@ -222,12 +226,111 @@ pub async fn run_outbox(state: &AppState, senders: &Senders) -> Result<usize, St
     }
 }
 
-/// Everything due now: jobs first (they may write messages), then the outbox. Tests call this
-/// after moving their clock.
+/// Everything due now: jobs first (they may write messages), automatic assignments if the
+/// directory or a policy changed, then the outbox. Tests call this after moving their clock.
 pub async fn drain(state: &AppState, senders: &Senders) -> Result<(usize, usize), StoreError> {
-    let jobs = run_due(state).await?;
+    let mut jobs = run_due(state).await?;
+    let version = state.applied_version();
+    let wanted = state.reconcile.swap(false, Ordering::SeqCst);
+    if wanted || state.reconciled.load(Ordering::SeqCst) != version {
+        loop {
+            let n = reconcile_automatic(state).await?;
+            jobs += n;
+            if n < AUTO_BATCH {
+                break;
+            }
+        }
+        state.reconciled.store(version, Ordering::SeqCst);
+    }
     let sent = run_outbox(state, senders).await?;
     Ok((jobs, sent))
+}
+
+/// Requests made per automatic-assignment round (the rest in the next round).
+pub const AUTO_BATCH: usize = 1_000;
+
+/// Brings automatic-assignment policies (`automaticRequestSettings`) in line with the
+/// directory: a `systemAdd` request for every user in scope without an assignment, a removal
+/// after the grace period for every assignee who left the scope (canceled if they come back).
+/// Returns how many requests and removals it made.
+pub async fn reconcile_automatic(state: &AppState) -> Result<usize, StoreError> {
+    let docs = state.store.docs(Kind::Policy, None).await?;
+    let automatic: Vec<_> = docs
+        .into_iter()
+        .filter(|d| {
+            d.body
+                .get("automaticRequestSettings")
+                .and_then(|a| a.get("requestAccessForAllowedTargets"))
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+        })
+        .collect();
+    if automatic.is_empty() {
+        return Ok(0);
+    }
+    let zone = state.governance.zone.clone();
+    let mut w = state.begin_write().await?;
+    let now = state.now();
+    let leaving: BTreeSet<String> =
+        w.jobs_of_kind(&JobKind::AutoRemove).await?.into_iter().collect();
+    let (mut changes, mut audits, mut done) = (Vec::new(), Vec::new(), 0);
+    for doc in automatic {
+        let Some(loaded) = load(&mut w, &doc.id, &zone).await? else { continue };
+        let live: Vec<_> = w
+            .live_assignments(&loaded.package_id, None)
+            .await?
+            .into_iter()
+            .filter(|a| a.policy_id == doc.id && a.state_at(now) != AssignmentState::Expired)
+            .collect();
+        let plan = engine::plan_automatic(&loaded.policy, &state.dir(), &live, &leaving, now);
+        for (assignment, at) in &plan.remove_at {
+            w.put_job(&engine::Job {
+                kind: JobKind::AutoRemove,
+                subject: assignment.clone(),
+                due: *at,
+            })
+            .await?;
+            done += 1;
+        }
+        for assignment in &plan.keep {
+            w.cancel_job(assignment, &JobKind::AutoRemove.key()).await?;
+        }
+        for target in plan.add.iter().take(AUTO_BATCH.saturating_sub(done)) {
+            if w.open_request_for(&loaded.package_id, target).await?.is_some() {
+                continue;
+            }
+            let fx = {
+                let dir = state.dir();
+                let prepared = engine::prepare(
+                    engine::NewRequest {
+                        id: crate::random::guid(),
+                        new_assignment_id: crate::random::guid(),
+                        request_type: RequestType::SystemAdd,
+                        caller: target,
+                        target,
+                        existing: None,
+                        answers: &[],
+                        justification: None,
+                        schedule: None,
+                    },
+                    &dir,
+                    &loaded.policy,
+                    now,
+                );
+                let Ok(mut req) = prepared else { continue };
+                req.requestor_id = None;
+                let mut ids = crate::random::guid;
+                let mut ctx = loaded.ctx(&dir, now, None, &mut ids);
+                engine::submit(&mut ctx, req, None)
+            };
+            let (c, a) = write_effects(state, &mut w, &fx, &loaded, &None, None, now).await?;
+            changes.extend(c);
+            audits.extend(a);
+            done += 1;
+        }
+    }
+    super::commit(state, w, &changes, &audits).await?;
+    Ok(done)
 }
 
 /// The workers' loop: wakes when this node wrote work, when the next job or message falls due

@@ -288,6 +288,27 @@ impl Write {
         rows.iter().map(|r| decode(r, "assignment")).collect()
     }
 
+    /// Every assignment of a user.
+    pub async fn assignments_of_target(&mut self, target: &str) -> Result<Vec<Assignment>> {
+        let rows = sqlx::query("SELECT body FROM em_assignments WHERE target_id = $1 ORDER BY id")
+            .bind(target.to_owned())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| decode(r, "assignment")).collect()
+    }
+
+    /// A user's requests that are still open.
+    pub async fn open_requests_of_target(&mut self, target: &str) -> Result<Vec<Request>> {
+        let rows = sqlx::query(
+            "SELECT body FROM em_requests WHERE target_id = $1 \
+             AND state IN ('submitted', 'pendingApproval', 'scheduled', 'delivering') ORDER BY id",
+        )
+        .bind(target.to_owned())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(|r| decode(r, "request")).collect()
+    }
+
     /// How many assignments (live or not) hang off a package or a policy.
     pub async fn count_assignments(
         &mut self,
@@ -380,6 +401,15 @@ impl Write {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// The subjects that have a job of this kind waiting (`autoremove`…).
+    pub async fn jobs_of_kind(&mut self, kind: &JobKind) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT subject FROM due_jobs WHERE kind = $1")
+            .bind(kind.key())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| text(r, "subject")).collect()
     }
 
     /// The signing secret of a custom extension (never served).

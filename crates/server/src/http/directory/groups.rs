@@ -116,6 +116,13 @@ pub fn routes(api: Api) -> Api {
         )
         .route(
             Method::GET,
+            "/v1.0/groups/{id}/owners",
+            READ,
+            "List a group's owners (those an access package makes owners)",
+            owners,
+        )
+        .route(
+            Method::GET,
             "/v1.0/groups/{id}/members/$count",
             READ,
             "Count a group's direct members (text/plain)",
@@ -462,6 +469,24 @@ async fn delete_group(
     let force = odata.flag("force")?;
     odata.refuse_all()?;
     let w = state.begin_write().await?;
+    // An access package grant has to end before its group can go: the catalog decides.
+    let gid = norm(&id);
+    for r in state.store.docs(crate::store::governance::Kind::Resource, None).await? {
+        if crate::governance::objects::origin_id(&r.body) == gid {
+            let catalog =
+                state.store.doc(crate::store::governance::Kind::Catalog, &r.parent).await?;
+            let name = catalog
+                .as_ref()
+                .and_then(|c| c.body.get("displayName"))
+                .and_then(Value::as_str)
+                .unwrap_or(&r.parent)
+                .to_owned();
+            return Err(ApiError::conflict(format!(
+                "Group '{gid}' is a resource of the access package catalog '{name}'; remove it \
+                 from the catalog first (a resource request with requestType adminRemove)."
+            )));
+        }
+    }
     let (group_id, record) = {
         let dir = state.dir();
         let g = dir.group(&norm(&id)).ok_or_else(|| not_found(&id))?;
@@ -490,6 +515,38 @@ async fn delete_group(
     };
     commit(&state, w, &[Change::DeleteGroup { id: group_id }], &[record]).await?;
     Ok(no_content())
+}
+
+/// Owners come from access packages (the Owner role of a group resource); Gatehouse does not
+/// keep owners set by hand (`owners@odata.bind` is accepted and ignored).
+async fn owners(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
+    let body = {
+        let dir = state.dir();
+        let g = dir.group(&norm(&id)).ok_or_else(|| not_found(&id))?;
+        let mut ids: Vec<String> = dir
+            .granted_roles()
+            .filter(|(role, _)| matches!(role, gatehouse_core::governance::model::GrantedRole::GroupOwner { group_id } if *group_id == g.id))
+            .map(|(_, p)| p.to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let users: Vec<_> = ids.iter().filter_map(|u| dir.user(u)).collect();
+        let path = format!("groups/{}/owners", g.id);
+        odata.respond(
+            &state,
+            &super::users::USERS,
+            &path,
+            users,
+            |u| u.id.as_str(),
+            |u| super::user_json(u),
+            |_, _| Ok(()),
+        )?
+    };
+    Ok(ok(body))
 }
 
 fn member_list(state: &AppState, id: &str, odata: &OData, transitive: bool) -> ApiResult<Value> {

@@ -74,6 +74,9 @@ const SP_PROPS: &[Prop] = &[
     Prop("homepage", Kind::Text),
     Prop("loginUrl", Kind::Text),
     Prop("appOwnerOrganizationId", Kind::Text),
+    // `{id, displayName, value, allowedMemberTypes, isEnabled, description}`: the roles an
+    // access package can grant on this application.
+    Prop("appRoles", Kind::Objects),
 ];
 
 const DEVICE_PROPS: &[Prop] = &[
@@ -103,6 +106,20 @@ pub fn routes(api: Api) -> Api {
     api.route(Method::GET, "/v1.0/servicePrincipals", READ, "List service principals", list_sps)
         .route(Method::POST, "/v1.0/servicePrincipals", WRITE, "Create a service principal", create_sp)
         .route(Method::GET, "/v1.0/servicePrincipals/{id}", READ, "Get a service principal", get_sp)
+        .route(
+            Method::GET,
+            "/v1.0/servicePrincipals/{id}/appRoleAssignedTo",
+            READ,
+            "Who holds the service principal's app roles (through access packages)",
+            app_role_assigned_to,
+        )
+        .route(
+            Method::GET,
+            "/v1.0/users/{id}/appRoleAssignments",
+            READ,
+            "The app roles a user holds (through access packages)",
+            user_app_roles,
+        )
         .route(Method::PATCH, "/v1.0/servicePrincipals/{id}", WRITE, "Update a service principal", update_sp)
         .route(
             Method::DELETE,
@@ -603,4 +620,85 @@ mod tests {
         );
         assert!(check_guid("deviceId", "not-a-guid").is_err());
     }
+}
+
+/// App role assignments come from access packages (an app role of an application resource).
+fn app_role_assignments(
+    dir: &gatehouse_core::Directory,
+    keep: impl Fn(&str, &str) -> bool,
+) -> Vec<Value> {
+    let mut out: Vec<Value> = dir
+        .granted_roles()
+        .filter_map(|(role, principal)| match role {
+            gatehouse_core::governance::model::GrantedRole::AppRole { service_principal_id, app_role_id }
+                if keep(service_principal_id, principal) =>
+            {
+                let sp = dir.service_principal(service_principal_id);
+                let user = dir.user(principal);
+                Some(serde_json::json!({
+                    "id": gatehouse_core::governance::derived_id(&format!("appRoleAssignment:{service_principal_id}:{app_role_id}:{principal}")),
+                    "appRoleId": app_role_id,
+                    "principalId": principal,
+                    "principalType": "User",
+                    "principalDisplayName": user.map(|u| u.display_name.clone()),
+                    "resourceId": service_principal_id,
+                    "resourceDisplayName": sp.map(|s| s.display_name.clone()),
+                }))
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    out
+}
+
+const APP_ROLE_ASSIGNMENTS: Spec =
+    Spec::plain("appRoleAssignment", &["id", "appRoleId", "principalId", "resourceId"]);
+
+async fn app_role_assigned_to(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
+    let id = gatehouse_policy::json::normalize_id(&id);
+    let items = {
+        let dir = state.dir();
+        if dir.service_principal(&id).is_none() {
+            return Err(ApiError::not_found("servicePrincipal", &id));
+        }
+        app_role_assignments(&dir, |sp, _| sp == id)
+    };
+    let out = odata.respond(
+        &state,
+        &APP_ROLE_ASSIGNMENTS,
+        &format!("servicePrincipals/{id}/appRoleAssignedTo"),
+        items,
+        |v| v["id"].as_str().unwrap_or_default(),
+        Value::clone,
+        |_, _| Ok(()),
+    )?;
+    Ok(ok(out))
+}
+
+async fn user_app_roles(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
+    let (uid, items) = {
+        let dir = state.dir();
+        let u = dir.resolve_user(&id).ok_or_else(|| ApiError::not_found("user", &id))?.id.clone();
+        let items = app_role_assignments(&dir, |_, p| p == u);
+        (u, items)
+    };
+    let out = odata.respond(
+        &state,
+        &APP_ROLE_ASSIGNMENTS,
+        &format!("users/{uid}/appRoleAssignments"),
+        items,
+        |v| v["id"].as_str().unwrap_or_default(),
+        Value::clone,
+        |_, _| Ok(()),
+    )?;
+    Ok(ok(out))
 }

@@ -132,6 +132,27 @@ pub fn routes(api: Api) -> Api {
         )
         .route(
             Method::GET,
+            "/v1.0/users/{id}/sponsors",
+            READ,
+            "List a user's sponsors",
+            list_sponsors,
+        )
+        .route(
+            Method::POST,
+            "/v1.0/users/{id}/sponsors/$ref",
+            WRITE,
+            "Add a sponsor (a user) to a user",
+            add_sponsor,
+        )
+        .route(
+            Method::DELETE,
+            "/v1.0/users/{id}/sponsors/{sponsor}/$ref",
+            WRITE,
+            "Remove a sponsor from a user",
+            remove_sponsor,
+        )
+        .route(
+            Method::GET,
             "/v1.0/users/{id}/directReports",
             READ,
             "List a user's direct reports",
@@ -518,7 +539,7 @@ async fn delete_user(
     odata: OData,
 ) -> ApiResult<Response> {
     odata.refuse_all()?;
-    let w = state.begin_write().await?;
+    let mut w = state.begin_write().await?;
     let (user_id, record) = {
         let dir = state.dir();
         let u = dir.resolve_user(&id).ok_or_else(|| not_found(&id))?;
@@ -529,7 +550,13 @@ async fn delete_user(
             audit(&caller, "UserManagement", "Delete user", "", vec![target_of(&dir, &u.id)]),
         )
     };
-    commit(&state, w, &[Change::DeleteUser { id: user_id }], &[record]).await?;
+    // Their access packages end and their open requests are canceled in the same transaction.
+    let (mut changes, mut audits) =
+        crate::governance::end_for_deleted_user(&state, &mut w, &user_id, &caller.audit_actor())
+            .await?;
+    changes.push(Change::DeleteUser { id: user_id });
+    audits.push(record);
+    commit(&state, w, &changes, &audits).await?;
     Ok(no_content())
 }
 
@@ -585,6 +612,100 @@ fn closes_cycle(dir: &Directory, user: &str, manager: &str) -> bool {
         }
     }
     true
+}
+
+async fn list_sponsors(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    odata: OData,
+) -> ApiResult<Response> {
+    let body = {
+        let dir = state.dir();
+        let u = dir.resolve_user(&id).ok_or_else(|| not_found(&id))?;
+        let sponsors: Vec<&User> = dir.sponsors_of(&u.id).filter_map(|s| dir.user(s)).collect();
+        let path = format!("users/{}/sponsors", u.id);
+        odata.respond(
+            &state,
+            &USERS,
+            &path,
+            sponsors,
+            |s| s.id.as_str(),
+            |s| user_json(s),
+            |e, m| expand_user(&dir, e, m),
+        )?
+    };
+    Ok(ok(body))
+}
+
+/// Sponsors are users who vouch for a user (often a guest); entitlement management can ask them
+/// to approve (`targetUserSponsors`).
+async fn add_sponsor(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    odata: OData,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    odata.refuse_all()?;
+    let reference = reference_body(&body)?;
+    let w = state.begin_write().await?;
+    let (change, record) = {
+        let dir = state.dir();
+        let u = dir.resolve_user(&id).ok_or_else(|| not_found(&id))?;
+        let s = dir
+            .resolve_user(&reference)
+            .ok_or_else(|| ApiError::not_found("sponsor", &reference))?;
+        if s.id == u.id {
+            return Err(ApiError::directory_bad_request("A user cannot sponsor themselves."));
+        }
+        let mut sponsors: Vec<String> = dir.sponsors_of(&u.id).cloned().collect();
+        if sponsors.contains(&s.id) {
+            return Err(ApiError::directory_bad_request(
+                "One or more added object references already exist for the following modified properties: 'sponsors'.",
+            ));
+        }
+        sponsors.push(s.id.clone());
+        let record = audit(
+            &caller,
+            "UserManagement",
+            "Add sponsor to user",
+            "",
+            vec![target_of(&dir, &u.id), target_of(&dir, &s.id)],
+        );
+        (Change::SetSponsors { user: u.id.clone(), sponsors }, record)
+    };
+    commit(&state, w, &[change], &[record]).await?;
+    Ok(no_content())
+}
+
+async fn remove_sponsor(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, sponsor)): Path<(String, String)>,
+    odata: OData,
+) -> ApiResult<Response> {
+    odata.refuse_all()?;
+    let w = state.begin_write().await?;
+    let (change, record) = {
+        let dir = state.dir();
+        let u = dir.resolve_user(&id).ok_or_else(|| not_found(&id))?;
+        let sponsor = gatehouse_policy::json::normalize_id(&sponsor);
+        let mut sponsors: Vec<String> = dir.sponsors_of(&u.id).cloned().collect();
+        if !sponsors.contains(&sponsor) {
+            return Err(ApiError::not_found("sponsor", &sponsor));
+        }
+        sponsors.retain(|s| s != &sponsor);
+        let record = audit(
+            &caller,
+            "UserManagement",
+            "Remove sponsor from user",
+            "",
+            vec![target_of(&dir, &u.id), target_of(&dir, &sponsor)],
+        );
+        (Change::SetSponsors { user: u.id.clone(), sponsors }, record)
+    };
+    commit(&state, w, &[change], &[record]).await?;
+    Ok(no_content())
 }
 
 async fn put_manager(

@@ -454,7 +454,14 @@ async fn add_role_scope(
     let role = body.get("role").and_then(Value::as_object).ok_or_else(|| bad("role", "is required: {\"originId\": \"Member_{group id}\", \"originSystem\": \"AadGroup\", \"resource\": {\"id\": …}}"))?;
     let role_origin =
         text(role, "originId")?.ok_or_else(|| bad("role.originId", "is required"))?.to_owned();
-    let resource_ref = nested_id(role, "resource");
+    // The resource by `role.resource.id`, else by the scope's origin (the group or the
+    // service principal).
+    let resource_ref = nested_id(role, "resource").or_else(|| {
+        body.get("scope")
+            .and_then(|s| s.get("originId"))
+            .and_then(Value::as_str)
+            .map(gatehouse_policy::json::normalize_id)
+    });
     let mut w = state.begin_write().await?;
     let p = doc_or_404(&state, Kind::Package, &id, "Access package").await?;
     access.require(&p.parent)?;
@@ -802,6 +809,7 @@ async fn create_policy(
     )
     .await?;
     if policy.automatic.is_some() {
+        state.reconcile.store(true, std::sync::atomic::Ordering::SeqCst);
         state.work.notify_one();
     }
     Ok(created(crate::http::graph::entity(&state, &format!("{EM}/assignmentPolicies"), graph)))
@@ -864,6 +872,7 @@ async fn replace_policy(
         &[record],
     )
     .await?;
+    state.reconcile.store(true, std::sync::atomic::Ordering::SeqCst);
     state.work.notify_one();
     Ok(ok(crate::http::graph::entity(&state, &format!("{EM}/assignmentPolicies"), graph)))
 }
