@@ -584,44 +584,6 @@ async fn get_object(
     Ok(ok(body))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn extension_attributes_merge_and_only_the_fifteen_exist() {
-        let current = json!({"extensionAttribute1": "a", "extensionAttribute2": "b"});
-        let merged = merge_extension_attributes(
-            &json!({"extensionAttribute2": null, "ExtensionAttribute15": "z"}),
-            Some(&current),
-        )
-        .unwrap();
-        assert_eq!(
-            merged,
-            json!({"extensionAttribute1": "a", "extensionAttribute2": null, "extensionAttribute15": "z"})
-        );
-        for bad in [
-            json!({"extensionAttribute16": "x"}),
-            json!({"extensionAttribute0": "x"}),
-            json!({"color": "x"}),
-            json!({"extensionAttribute1": 5}),
-            json!("x"),
-        ] {
-            assert!(merge_extension_attributes(&bad, None).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn guids_are_normalized() {
-        assert_eq!(
-            check_guid("deviceId", "C0000000-0000-4000-8000-00000000000A").unwrap(),
-            "c0000000-0000-4000-8000-00000000000a"
-        );
-        assert!(check_guid("deviceId", "not-a-guid").is_err());
-    }
-}
-
 /// App role assignments come from access packages (an app role of an application resource).
 fn app_role_assignments(
     dir: &gatehouse_core::Directory,
@@ -701,4 +663,42 @@ async fn user_app_roles(
         |_, _| Ok(()),
     )?;
     Ok(ok(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn extension_attributes_merge_and_only_the_fifteen_exist() {
+        let current = json!({"extensionAttribute1": "a", "extensionAttribute2": "b"});
+        let merged = merge_extension_attributes(
+            &json!({"extensionAttribute2": null, "ExtensionAttribute15": "z"}),
+            Some(&current),
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            json!({"extensionAttribute1": "a", "extensionAttribute2": null, "extensionAttribute15": "z"})
+        );
+        for bad in [
+            json!({"extensionAttribute16": "x"}),
+            json!({"extensionAttribute0": "x"}),
+            json!({"color": "x"}),
+            json!({"extensionAttribute1": 5}),
+            json!("x"),
+        ] {
+            assert!(merge_extension_attributes(&bad, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn guids_are_normalized() {
+        assert_eq!(
+            check_guid("deviceId", "C0000000-0000-4000-8000-00000000000A").unwrap(),
+            "c0000000-0000-4000-8000-00000000000a"
+        );
+        assert!(check_guid("deviceId", "not-a-guid").is_err());
+    }
 }
