@@ -1,5 +1,6 @@
 //! The README's walk-through, automated: the real binary started with `serve --demo`, then the
-//! same requests the README shows, checked against what the README says they print.
+//! same requests the README shows, checked against what the README says they print. The binary
+//! runs on its test clock (`--test-clock`), which the walk moves where the README says to wait.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,6 +9,7 @@ use gatehouse_core::auth::totp;
 use gatehouse_server::clock::{Clock, SystemClock};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::sync::Mutex;
 
 const ISAIAH: &str = "isaiah@contoso.example";
 const ADELE: &str = "adele@contoso.example";
@@ -16,6 +18,8 @@ const EXPENSES: &str = "f1000000-0000-4000-8000-000000000001";
 const TRAVEL: &str = "b0000000-0000-4000-8000-000000000003";
 const PASSWORD: &str = "Demo-Passw0rd";
 const FRANCE: &str = "198.51.100.7";
+const GRAPH: &str = "00000003-0000-0000-c000-000000000000";
+const EM: &str = "/v1.0/identityGovernance/entitlementManagement";
 
 struct Demo {
     child: Child,
@@ -31,11 +35,12 @@ impl Drop for Demo {
     }
 }
 
-/// `gatehouse serve --demo` in `dir`, as the Quick start runs it (on a free port); the admin
-/// token if it was printed (only when the demo was seeded).
-fn start_demo(dir: &std::path::Path) -> (Child, String, Option<String>) {
+/// `gatehouse serve --demo` in `dir`, as the Quick start runs it (on a free port, on a test
+/// clock at `clock`); the admin token if it was printed (only when the demo was seeded).
+fn start_demo(dir: &std::path::Path, clock: i64) -> (Child, String, Option<String>) {
+    let at = gatehouse_core::time::format(clock);
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--test-clock", &at])
         .current_dir(dir)
         .env("GATEHOUSE_LOG", "warn")
         .env_remove("GATEHOUSE_DATABASE_URL")
@@ -59,9 +64,9 @@ fn start_demo(dir: &std::path::Path) -> (Child, String, Option<String>) {
     (child, base, token)
 }
 
-fn serve_demo() -> Demo {
+fn serve_demo(clock: i64) -> Demo {
     let dir = tempfile::tempdir().unwrap();
-    let (child, base, token) = start_demo(dir.path());
+    let (child, base, token) = start_demo(dir.path(), clock);
     let token = token.expect("serve --demo prints the admin token");
     assert!(token.starts_with("gh_"), "{token}");
     Demo { child, base, token, _dir: dir }
@@ -70,9 +75,63 @@ fn serve_demo() -> Demo {
 struct Walk {
     http: reqwest::Client,
     demo: Demo,
+    /// The server's test clock, as the walk moved it.
+    clock: Mutex<i64>,
 }
 
 impl Walk {
+    fn now(&self) -> i64 {
+        *self.clock.lock().unwrap()
+    }
+
+    /// Moves the server's clock (where the README says to wait).
+    async fn advance(&self, ms: i64) {
+        let (status, body) =
+            self.post("/test/clock", None, None, json!({"advanceMilliseconds": ms})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        *self.clock.lock().unwrap() += ms;
+    }
+
+    /// The Authenticator-app code at the server's time, `steps_ahead` steps later.
+    fn code(&self, secret: &str, steps_ahead: i64) -> String {
+        let secret = totp::Secret::from_base32(secret).unwrap();
+        totp::code_at(&secret, totp::step_of(self.now()) + steps_ahead)
+    }
+
+    /// The README's `graph_token`: password then app code, to Microsoft Graph from home.
+    async fn graph_token(&self, user: &str, secret: &str) -> String {
+        self.advance(31_000).await;
+        let (id, ft, (status, answer)) =
+            self.sign_in(user, json!({"appId": GRAPH}), None, "password", PASSWORD).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (StatusCode::OK, Some("challenge")),
+            "{answer}"
+        );
+        let (status, answer) = self
+            .post(
+                &format!("/signin/{id}/totp"),
+                None,
+                None,
+                json!({"flowToken": ft, "code": self.code(secret, 0)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["session"]["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn get_as(&self, token: &str, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.demo.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        resp.json().await.unwrap()
+    }
+
     async fn post(
         &self,
         path: &str,
@@ -131,14 +190,12 @@ impl Walk {
     }
 }
 
-fn code(secret: &str, steps_ahead: i64) -> String {
-    let secret = totp::Secret::from_base32(secret).unwrap();
-    totp::code_at(&secret, totp::step_of(SystemClock.now()) + steps_ahead)
-}
-
 #[tokio::test]
 async fn the_readme_walk_through() {
-    let w = Walk { http: reqwest::Client::new(), demo: serve_demo() };
+    // Today, to the second, as a newcomer's clock would read.
+    let start = SystemClock.now() / 1000 * 1000;
+    let w =
+        Walk { http: reqwest::Client::new(), demo: serve_demo(start), clock: Mutex::new(start) };
     let token = w.demo.token.clone();
 
     // A new hire's first day: a Temporary Access Pass, shown once.
@@ -173,7 +230,7 @@ async fn the_readme_walk_through() {
     let secret = reg["secret"].as_str().unwrap().to_owned();
     let verify = format!("/signin/security-info/totp/{}/verify", reg["id"].as_str().unwrap());
     let (status, body) =
-        w.post(&verify, Some(&session), None, json!({"code": code(&secret, 0)})).await;
+        w.post(&verify, Some(&session), None, json!({"code": w.code(&secret, 0)})).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
     // From now on: password, then the MFA challenge, answered with the app (the next code: a
@@ -186,17 +243,19 @@ async fn the_readme_walk_through() {
         "{answer}"
     );
     assert!(answer["methods"].as_array().unwrap().contains(&json!("totp")), "{answer}");
+    w.advance(1_000).await; // typing the code: the log orders by time
     let (status, answer) = w
         .post(
             &format!("/signin/{id}/totp"),
             None,
             None,
-            json!({"flowToken": ft, "code": code(&secret, 1)}),
+            json!({"flowToken": ft, "code": w.code(&secret, 1)}),
         )
         .await;
     assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("success")), "{answer}");
 
     // Adele in France: blocked by 011.
+    w.advance(1_000).await;
     let (_, _, (status, answer)) =
         w.sign_in(ADELE, json!({"appId": EXPENSES}), Some(FRANCE), "password", PASSWORD).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
@@ -208,18 +267,58 @@ async fn the_readme_walk_through() {
             .contains("011-Global-AllApps-UnapprovedLocation-Block")
     );
 
-    // An admin adds her to the travel persona.
-    let (status, body) = w
-        .post(
-            &format!("/v1.0/groups/{TRAVEL}/members/$ref"),
-            Some(&token),
-            None,
-            json!({"@odata.id": format!("{}/v1.0/directoryObjects/{ADELE_ID}", w.demo.base)}),
-        )
+    // She signs in to Graph from home and finds the package she may request.
+    let adele = w.graph_token(ADELE, gatehouse_server::demo::ADELE_TOTP_SECRET).await;
+    let offered = w
+        .get_as(&adele, &format!("{EM}/accessPackages/filterByCurrentUser(on='allowedRequestor')"))
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let names: Vec<&str> = offered["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["displayName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Internals Travelling"]);
+    // She requests it for two minutes, with the answers and a justification.
+    let (status, request) = w
+        .post(&format!("{EM}/assignmentRequests"), Some(&adele), None, json!({
+            "requestType": "userAdd", "justification": "Customer workshop in Paris",
+            "assignment": {"accessPackageId": "c0000000-0000-4000-8000-000000000002"},
+            "schedule": {"expiration": {"type": "afterDuration", "duration": "PT2M"}},
+            "answers": [
+                {"value": "FR", "answeredQuestion": {"id": "c0000000-0000-4000-8000-0000000000a1"}},
+                {"value": "TR-2026", "answeredQuestion": {"id": "c0000000-0000-4000-8000-0000000000a2"}}]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{request}");
+    assert_eq!(request["status"], "PendingApproval");
+    let req = request["id"].as_str().unwrap().to_owned();
 
-    // Now only MFA is asked, and her app answers it.
+    // Megan approves.
+    let megan =
+        w.graph_token("megan@contoso.example", gatehouse_server::demo::MEGAN_TOTP_SECRET).await;
+    let stages =
+        w.get_as(&megan, &format!("{EM}/accessPackageAssignmentApprovals/{req}/stages")).await;
+    let stage = stages["value"][0]["id"].as_str().unwrap();
+    let resp = w
+        .http
+        .patch(format!("{}{EM}/accessPackageAssignmentApprovals/{req}/stages/{stage}", w.demo.base))
+        .bearer_auth(&megan)
+        .json(&json!({"reviewResult": "Approve", "justification": "Enjoy Paris"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let r = w.get_as(&adele, &format!("{EM}/assignmentRequests/{req}")).await;
+    let history: Vec<&str> =
+        r["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        (r["state"].as_str(), history),
+        (Some("delivered"), vec!["Accepted", "PendingApproval", "Delivered"]),
+        "{r}"
+    );
+
+    // Now only MFA is asked, and her app answers it (the next code: the last went to Graph).
+    w.advance(31_000).await;
     let (id, ft, (status, answer)) =
         w.sign_in(ADELE, json!({"appId": EXPENSES}), Some(FRANCE), "password", PASSWORD).await;
     assert_eq!(
@@ -231,7 +330,8 @@ async fn the_readme_walk_through() {
         answer["reason"].as_str().unwrap().contains("001-Global-AllApps-MFA-Require"),
         "{answer}"
     );
-    let adele_code = code(gatehouse_server::demo::ADELE_TOTP_SECRET, 0);
+    w.advance(1_000).await; // she takes a second to type the code
+    let adele_code = w.code(gatehouse_server::demo::ADELE_TOTP_SECRET, 0);
     let (status, answer) = w
         .post(
             &format!("/signin/{id}/totp"),
@@ -242,17 +342,30 @@ async fn the_readme_walk_through() {
         .await;
     assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("success")), "{answer}");
 
+    // Two minutes after the approval, the package has ended: expired, and blocked again.
+    w.advance(120_000).await;
+    let mine =
+        w.get_as(&adele, &format!("{EM}/assignments/filterByCurrentUser(on='target')")).await;
+    assert_eq!(mine["value"][0]["state"], "expired", "{mine}");
+    let (_, _, (status, answer)) =
+        w.sign_in(ADELE, json!({"appId": EXPENSES}), Some(FRANCE), "password", PASSWORD).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("53003")),
+        "{answer}"
+    );
+
     // The sign-in log says why, each time (newest first).
-    let logs = w.admin_get("/v1.0/auditLogs/signIns?$top=10").await;
+    let logs = w.admin_get("/v1.0/auditLogs/signIns?$top=20").await;
     let adele: Vec<&Value> = logs["value"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["userPrincipalName"] == ADELE)
+        .filter(|e| e["userPrincipalName"] == ADELE && e["appId"] == EXPENSES)
         .collect();
     let codes: Vec<i64> =
         adele.iter().map(|e| e["status"]["errorCode"].as_i64().unwrap()).collect();
-    assert_eq!(codes, vec![0, 50074, 53003], "{adele:#?}");
+    assert_eq!(codes, vec![53003, 0, 50074, 53003], "{adele:#?}");
     let result_of = |entry: &Value, policy: &str| -> String {
         entry["appliedConditionalAccessPolicies"]
             .as_array()
@@ -262,13 +375,17 @@ async fn the_readme_walk_through() {
             .map(|p| p["result"].as_str().unwrap().to_owned())
             .unwrap_or_default()
     };
-    assert_eq!(result_of(adele[2], "011-Global-AllApps-UnapprovedLocation-Block"), "failure");
-    assert_eq!(adele[2]["conditionalAccessStatus"], "failure");
-    assert_eq!(adele[2]["location"]["countryOrRegion"], "FR");
-    assert_eq!(result_of(adele[1], "011-Global-AllApps-UnapprovedLocation-Block"), "notApplied");
-    assert_eq!(result_of(adele[0], "001-Global-AllApps-MFA-Require"), "success");
-    // The README prints the newest six entries with a jq one-liner and shows its output.
-    let top6 = w.admin_get("/v1.0/auditLogs/signIns?$top=6").await;
+    assert_eq!(result_of(adele[3], "011-Global-AllApps-UnapprovedLocation-Block"), "failure");
+    assert_eq!(adele[3]["conditionalAccessStatus"], "failure");
+    assert_eq!(adele[3]["location"]["countryOrRegion"], "FR");
+    assert_eq!(result_of(adele[2], "011-Global-AllApps-UnapprovedLocation-Block"), "notApplied");
+    assert_eq!(result_of(adele[1], "001-Global-AllApps-MFA-Require"), "success");
+    assert_eq!(result_of(adele[0], "011-Global-AllApps-UnapprovedLocation-Block"), "failure");
+    // The README prints the newest six entries of Contoso Expenses with a jq one-liner and
+    // shows its output.
+    let top6 = w
+        .admin_get(&format!("/v1.0/auditLogs/signIns?$filter=appId%20eq%20'{EXPENSES}'&$top=6"))
+        .await;
     let lines: Vec<String> = top6["value"]
         .as_array()
         .unwrap()
@@ -309,13 +426,25 @@ async fn the_readme_walk_through() {
         .collect();
     assert_eq!(isaiah.first().unwrap()["status"]["errorCode"], 0);
 
-    // Starting again keeps the store: no second seed, no second token, Adele still travelling.
+    // Starting again keeps the store: no second seed, no second token, the expired assignment
+    // still on record.
     let mut w = w;
     w.demo.child.kill().unwrap();
     w.demo.child.wait().unwrap();
-    let (child, base, printed) = start_demo(w.demo._dir.path());
+    let (child, base, printed) = start_demo(w.demo._dir.path(), w.now());
     w.demo.child = child;
     assert_eq!(printed, None, "a restart does not seed again");
+    let resp =
+        w.http.get(format!("{base}{EM}/assignments")).bearer_auth(&token).send().await.unwrap();
+    let all: Value = resp.json().await.unwrap();
+    assert!(
+        all["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["target"]["objectId"] == ADELE_ID && a["state"] == "expired"),
+        "{all}"
+    );
     let resp = w
         .http
         .get(format!("{base}/v1.0/users/{ADELE_ID}/memberOf"))
@@ -324,5 +453,5 @@ async fn the_readme_walk_through() {
         .await
         .unwrap();
     let groups: Value = resp.json().await.unwrap();
-    assert!(groups["value"].as_array().unwrap().iter().any(|g| g["id"] == TRAVEL), "{groups}");
+    assert!(!groups["value"].as_array().unwrap().iter().any(|g| g["id"] == TRAVEL), "{groups}");
 }

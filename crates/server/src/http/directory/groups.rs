@@ -469,24 +469,6 @@ async fn delete_group(
     let force = odata.flag("force")?;
     odata.refuse_all()?;
     let w = state.begin_write().await?;
-    // An access package grant has to end before its group can go: the catalog decides.
-    let gid = norm(&id);
-    for r in state.store.docs(crate::store::governance::Kind::Resource, None).await? {
-        if crate::governance::objects::origin_id(&r.body) == gid {
-            let catalog =
-                state.store.doc(crate::store::governance::Kind::Catalog, &r.parent).await?;
-            let name = catalog
-                .as_ref()
-                .and_then(|c| c.body.get("displayName"))
-                .and_then(Value::as_str)
-                .unwrap_or(&r.parent)
-                .to_owned();
-            return Err(ApiError::conflict(format!(
-                "Group '{gid}' is a resource of the access package catalog '{name}'; remove it \
-                 from the catalog first (a resource request with requestType adminRemove)."
-            )));
-        }
-    }
     let (group_id, record) = {
         let dir = state.dir();
         let g = dir.group(&norm(&id)).ok_or_else(|| not_found(&id))?;
@@ -513,6 +495,45 @@ async fn delete_group(
             audit(&caller, "GroupManagement", "Delete group", reason, vec![target_of(&dir, &g.id)]),
         )
     };
+    // A group that is an access package resource: refused unless forced; forced, it leaves
+    // its catalogs and packages with it (its grants end as the group goes).
+    let mut w = w;
+    let mut dropped = Vec::new();
+    for r in state.store.docs(crate::store::governance::Kind::Resource, None).await? {
+        if crate::governance::objects::origin_id(&r.body) != group_id {
+            continue;
+        }
+        if !force {
+            let catalog =
+                state.store.doc(crate::store::governance::Kind::Catalog, &r.parent).await?;
+            let name = catalog
+                .as_ref()
+                .and_then(|c| c.body.get("displayName"))
+                .and_then(Value::as_str)
+                .unwrap_or(&r.parent)
+                .to_owned();
+            return Err(ApiError::conflict(format!(
+                "Group '{group_id}' is a resource of the access package catalog '{name}'; remove it \
+                 from the catalog first (a resource request with requestType adminRemove), or \
+                 delete with ?force=true."
+            )));
+        }
+        w.delete_doc(crate::store::governance::Kind::Resource, &r.id).await?;
+        dropped.push(r.id);
+    }
+    if !dropped.is_empty() {
+        for rs in state.store.docs(crate::store::governance::Kind::RoleScope, None).await? {
+            let names = rs
+                .body
+                .get("role")
+                .and_then(|r| r.get("resource"))
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_str);
+            if names.is_some_and(|id| dropped.iter().any(|d| d == id)) {
+                w.delete_doc(crate::store::governance::Kind::RoleScope, &rs.id).await?;
+            }
+        }
+    }
     commit(&state, w, &[Change::DeleteGroup { id: group_id }], &[record]).await?;
     Ok(no_content())
 }
