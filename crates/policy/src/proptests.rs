@@ -270,6 +270,18 @@ proptest! {
     }
 
     #[test]
+    fn the_what_if_text_is_the_what_if_json(dir in directory(), ps in policies(), r in request()) {
+        let s = compile(&dir, &ps);
+        let e = s.evaluate(&r);
+        let mut json = e.to_graph_json();
+        if let Some(o) = json.as_object_mut() {
+            o.insert("@odata.context".into(), "ctx".into());
+        }
+        let text: serde_json::Value = serde_json::from_str(&e.to_graph_text("ctx")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(text, json);
+    }
+
+    #[test]
     fn evaluation_is_deterministic(dir in directory(), ps in policies(), r in request(), auth in methods()) {
         let s = compile(&dir, &ps);
         prop_assert_eq!(s.evaluate(&r).decide(&auth), s.evaluate(&r).decide(&auth));

@@ -111,6 +111,30 @@ pub(crate) struct CompiledPolicy {
     /// The combinations of the authentication strength the grant asks for (empty: none, or
     /// a strength the export does not hold, which can never be met).
     pub strength: Vec<crate::model::enums::MethodSet>,
+    /// The policy's own Graph properties as JSON text without the braces, rendered once: the
+    /// What-If answer repeats them for every applying policy (`Evaluation::to_graph_text`).
+    pub graph_fields: String,
+}
+
+/// `"k":v,…` of a policy's raw object, without what the What-If answer sets itself.
+fn graph_fields(raw: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut out = String::new();
+    for (k, v) in raw {
+        if matches!(
+            k.as_str(),
+            "@odata.type" | "@odata.context" | "policyApplies" | "analysisReasons"
+        ) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        // Serialising JSON values to a string cannot fail.
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -350,6 +374,7 @@ impl Snapshot {
             let controls = crate::decision::controls_of(p, strength.as_ref());
             let strength = strength.map(|s| s.combinations).unwrap_or_default();
             policies.push(CompiledPolicy {
+                graph_fields: graph_fields(&p.raw),
                 policy: p.clone(),
                 users: users_c,
                 apps,

@@ -37,6 +37,36 @@ impl Evaluation<'_> {
         })
     }
 
+    /// The same answer as [`Evaluation::to_graph_json`], written as JSON text from each policy's
+    /// pre-rendered properties: the server's hot path (no copy of a policy's object per
+    /// request). `context` is the `@odata.context` to put first.
+    pub fn to_graph_text(&self, context: &str) -> String {
+        let only_applied = self.applied_policies_only;
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"@odata.context\":");
+        out.push_str(&serde_json::to_string(context).unwrap_or_default());
+        out.push_str(",\"value\":[");
+        let mut first = true;
+        for (cp, a) in self.compiled().filter(|(_, a)| !only_applied || a.applies == Tri::Yes) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str("{\"@odata.type\":\"#microsoft.graph.whatIfAnalysisResult\"");
+            if !cp.graph_fields.is_empty() {
+                out.push(',');
+                out.push_str(&cp.graph_fields);
+            }
+            out.push_str(",\"policyApplies\":");
+            out.push_str(if a.applies == Tri::Yes { "true" } else { "false" });
+            out.push_str(",\"analysisReasons\":\"");
+            out.push_str(a.reason.graph_name());
+            out.push_str("\"}");
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// A table of policies with why each did or did not apply, then the outcome.
     pub fn to_text(&self) -> String {
         let mut rows: Vec<[String; 4]> = Vec::new();

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use axum::extract::{Path, State};
 use axum::http::Method;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use gatehouse_core::directory::check_one;
 use gatehouse_core::roles::{Access, area};
 use gatehouse_core::{Change, Directory};
@@ -852,12 +852,9 @@ async fn evaluate(State(state): State<AppState>, Body(body): Body) -> ApiResult<
             Notice::UnknownApplication(_) => {}
         }
     }
-    let mut out = evaluation.to_graph_json();
-    if let Some(o) = out.as_object_mut() {
-        o.insert(
-            "@odata.context".into(),
-            graph::context(&state, "Collection(microsoft.graph.whatIfAnalysisResult)").into(),
-        );
-    }
-    Ok(graph::ok(out))
+    // Written as text from each policy's pre-rendered properties: no copy of a policy's object
+    // per request (`docs/benchmarks.md`).
+    let context = graph::context(&state, "Collection(microsoft.graph.whatIfAnalysisResult)");
+    let text = evaluation.to_graph_text(&context);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response())
 }
