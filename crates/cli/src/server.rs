@@ -107,8 +107,9 @@ pub fn serve(args: &ServeArgs) -> Result<u8, Failure> {
     };
     let clock: Arc<dyn Clock> = match &args.test_clock {
         Some(at) => {
-            let ms = gatehouse_core::time::parse(at)
-                .ok_or_else(|| Failure::input(format!("--test-clock: `{at}` is not an RFC 3339 instant")))?;
+            let ms = gatehouse_core::time::parse(at).ok_or_else(|| {
+                Failure::input(format!("--test-clock: `{at}` is not an RFC 3339 instant"))
+            })?;
             config.test_clock = true;
             Arc::new(ManualClock::at(ms))
         }

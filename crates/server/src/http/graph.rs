@@ -274,14 +274,25 @@ async fn move_clock(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let Some(clock) = state.clock.as_manual() else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "itemNotFound", "There is no test clock."));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            "There is no test clock.",
+        ));
     };
     let now = crate::clock::Clock::now(clock);
-    let target = match (body.get("advanceMilliseconds").and_then(Value::as_i64), body.get("dateTime").and_then(Value::as_str)) {
+    let target = match (
+        body.get("advanceMilliseconds").and_then(Value::as_i64),
+        body.get("dateTime").and_then(Value::as_str),
+    ) {
         (Some(ms), None) if ms >= 0 => now.saturating_add(ms),
         (None, Some(t)) => gatehouse_core::time::parse(t)
             .ok_or_else(|| ApiError::bad_request(format!("`{t}` is not a date-time")))?,
-        _ => return Err(ApiError::bad_request("send {\"advanceMilliseconds\": n ≥ 0} or {\"dateTime\": \"…\"}")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "send {\"advanceMilliseconds\": n ≥ 0} or {\"dateTime\": \"…\"}",
+            ));
+        }
     };
     if target < now {
         return Err(ApiError::bad_request("the test clock only moves forward"));
