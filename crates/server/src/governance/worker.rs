@@ -221,12 +221,25 @@ pub async fn run_outbox(state: &AppState, senders: &Senders) -> Result<usize, St
     }
 }
 
-/// Everything due now: jobs first (they may write messages), then the outbox. Tests call this
-/// after moving their clock.
+/// Everything due now: jobs first (they may write messages), then one batch of the outbox, and
+/// again until neither has anything left. Tests call this after moving their clock.
+///
+/// The jobs are looked at again after every batch of messages, not once the outbox is empty:
+/// while requests keep writing mail, the outbox is never empty, and expiries, approval timeouts
+/// and scheduled deliveries waited behind it for as long as the traffic lasted (a request past
+/// its deadline could still be approved meanwhile). Found by `governance_crash`: during a burst
+/// of requests, no assignment whose end had passed was recorded expired until the burst ended.
 pub async fn drain(state: &AppState, senders: &Senders) -> Result<(usize, usize), StoreError> {
-    let jobs = run_due(state).await?;
-    let sent = run_outbox(state, senders).await?;
-    Ok((jobs, sent))
+    let (mut jobs, mut sent) = (0, 0);
+    loop {
+        let j = run_due(state).await?;
+        let s = run_outbox_batch(state, senders).await?;
+        jobs += j;
+        sent += s;
+        if j == 0 && s == 0 {
+            return Ok((jobs, sent));
+        }
+    }
 }
 
 /// The workers' loop: wakes when this node wrote work, when the next job or message falls due
