@@ -98,7 +98,7 @@ pub async fn build_travel_package(
     (catalog, pkg, created["id"].as_str().unwrap().to_owned())
 }
 
-fn answers() -> Value {
+pub fn answers() -> Value {
     json!([
         {"@odata.type": "#microsoft.graph.accessPackageAnswerString", "value": "FR",
          "answeredQuestion": {"@odata.type": "#microsoft.graph.accessPackageMultipleChoiceQuestion", "id": gatehouse_server::demo::COUNTRY_QUESTION}},

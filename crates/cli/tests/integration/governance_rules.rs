@@ -152,8 +152,20 @@ async fn a_stage_escalates_at_its_time_then_times_out_as_expired() {
             .await;
         }
 
-        // Nobody decides: at three days the request is denied, status Expired, and its requestor told.
+        // Nobody decides: at three days the stage has timed out, even before the worker records
+        // it (a late approval is refused); then the request is denied, status Expired, and its
+        // requestor told.
         server.clock.set(T0 + 3 * DAY);
+        let (path, _) = stage_of(&server, &lee, &r).await;
+        let (s, err) = server
+            .call(Method::PATCH, &path, Some(&lee), Some(&json!({"reviewResult": "Approve"})))
+            .await;
+        assert_eq!(
+            (s, err["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("GH-EM-042")),
+            "{err}"
+        );
+        assert!(err["error"]["message"].as_str().unwrap().contains("timed out"), "{err}");
         run_workers(&server).await;
         assert_eq!(request_state(&server, &r).await, ("denied".to_owned(), "Expired".to_owned()));
         if let Some(sink) = sink.as_mut() {

@@ -75,14 +75,7 @@ impl SmtpSink {
             .expect("no mail arrived within a minute")
             .unwrap()
             .expect("the SMTP server stopped");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        Received {
-            to: s("to"),
-            subject: s("subject"),
-            message_id: s("message_id"),
-            body: s("body"),
-        }
+        received(&line)
     }
 
     /// The next message to `address` whose subject starts with `subject`, skipping others.
@@ -109,6 +102,62 @@ impl SmtpSink {
 
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// Hands the mail stream to a task that reads every line as it comes: a burst of mail
+    /// would otherwise fill the pipe, and the SMTP server would stall in mid-conversation.
+    pub fn collect(self) -> MailLog {
+        let SmtpSink { port, child, mut lines, _dir } = self;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(received(&line)).is_err() {
+                    break;
+                }
+            }
+        });
+        MailLog { port, child, rx, _dir }
+    }
+}
+
+fn received(line: &str) -> Received {
+    let v: Value = serde_json::from_str(line).unwrap();
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    Received { to: s("to"), subject: s("subject"), message_id: s("message_id"), body: s("body") }
+}
+
+/// The SMTP server's messages, read as they arrive by a task of their own
+/// ([`SmtpSink::collect`]).
+pub struct MailLog {
+    pub port: u16,
+    child: Child,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    _dir: tempfile::TempDir,
+}
+
+impl MailLog {
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The next message, waiting for it to arrive (a minute at most, then the test fails).
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(60), self.rx.recv())
+            .await
+            .expect("no mail arrived within a minute")
+            .expect("the SMTP server stopped")
+    }
+
+    /// Stops the SMTP server and returns the messages not read yet. The server prints a
+    /// message's line before it answers 250, so once every sender has had its 250 (the outbox
+    /// marks a message sent only then), every line is here.
+    pub async fn finish(mut self) -> Vec<Received> {
+        let _ = self.child.kill().await;
+        let mut rest = Vec::new();
+        while let Some(m) = self.rx.recv().await {
+            rest.push(m);
+        }
+        rest
     }
 }
 
@@ -416,4 +465,25 @@ impl Receiver {
             .unwrap();
         self.calls.lock().unwrap().last().cloned().unwrap()
     }
+}
+
+/// Waits until the outbox holds no unsent message. Marking a message sent follows its 250 and
+/// has no event of its own, so this is a short bounded poll (20 s at most, every 20 ms), used
+/// only once every mail the test expects has arrived.
+pub async fn outbox_drained(pool: &sqlx::AnyPool, what: &str) {
+    use sqlx::Row;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if row.try_get::<i64, _>("n").unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "{what}: the outbox still holds unsent messages after 20 s");
 }

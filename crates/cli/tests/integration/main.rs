@@ -15,6 +15,8 @@ mod cli;
 mod corpus;
 mod crash;
 mod governance;
+mod governance_crash;
+mod governance_nodes;
 mod governance_rules;
 mod governance_support;
 mod graph_sdk;

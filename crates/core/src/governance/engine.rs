@@ -1151,6 +1151,18 @@ pub fn decide(
             .with_code("GH-EM-042"));
     }
     let def = ctx.policy.approval.stages.get(stage_index).cloned();
+    // Past its deadline the stage has timed out, whether or not the worker has recorded it yet.
+    let deadline = def
+        .as_ref()
+        .and_then(|d| stage.started.and_then(|st| d.auto_deny_after.after(st, &ctx.policy.zone)));
+    if deadline.is_some_and(|d| ctx.now >= d) {
+        return Err(GovError::conflict(format!(
+            "stage {} timed out at {}; the request is denied",
+            stage_index + 1,
+            ctx.policy.zone.local_text(deadline.unwrap_or_default())
+        ))
+        .with_code("GH-EM-042"));
+    }
     let justification = justification.map(str::trim).filter(|j| !j.is_empty()).map(str::to_owned);
     if def.as_ref().is_some_and(|d| d.approver_justification_required) && justification.is_none() {
         return Err(GovError::invalid(

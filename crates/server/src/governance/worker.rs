@@ -144,23 +144,37 @@ pub async fn run_outbox_batch(state: &AppState, senders: &Senders) -> Result<usi
             (row, result)
         });
     }
+    // Each send is recorded as soon as it is known, together with every other that finished
+    // meanwhile: one transaction per group, not one per message. Every mark is a write that
+    // waits its turn behind the node's other writes (on SQLite, the single writer); marked one
+    // by one under load, a batch sent in a moment took seconds to record, and the due jobs that
+    // run after the batch, and the repeats after a crash (sent, not yet marked), grew with it.
+    // Measured by `governance_crash` (seven clients writing): an expiry's mail came ~1.0-1.3 s
+    // after its end on SQLite and ~0.6-0.9 s on PostgreSQL, now ~0.3-0.45 s on both.
     while let Some(joined) = set.join_next().await {
-        let Ok((row, result)) = joined else { continue };
-        match result {
-            Ok(()) => state.store.outbox_sent(&row.id, state.now()).await?,
-            Err(e) => {
-                // Backing off from the attempt's start, so a retry's time does not depend on
-                // how long the failing call took.
-                let retry = retry_at(&row, now);
-                tracing::warn!(
-                    id = row.id,
-                    channel = row.channel,
-                    attempts = row.attempts,
-                    "send failed: {e}"
-                );
-                state.store.outbox_failed(&row.id, &e, retry, now).await?;
+        let mut finished = vec![joined];
+        while let Some(more) = set.try_join_next() {
+            finished.push(more);
+        }
+        let mut sent = Vec::new();
+        for (row, result) in finished.into_iter().flatten() {
+            match result {
+                Ok(()) => sent.push(row.id),
+                Err(e) => {
+                    // Backing off from the attempt's start, so a retry's time does not depend
+                    // on how long the failing call took.
+                    let retry = retry_at(&row, now);
+                    tracing::warn!(
+                        id = row.id,
+                        channel = row.channel,
+                        attempts = row.attempts,
+                        "send failed: {e}"
+                    );
+                    state.store.outbox_failed(&row.id, &e, retry, now).await?;
+                }
             }
         }
+        state.store.outbox_sent(&sent, now).await?;
     }
     Ok(leased)
 }
@@ -227,23 +241,45 @@ pub async fn run_outbox(state: &AppState, senders: &Senders) -> Result<usize, St
 }
 
 /// Everything due now: jobs first (they may write messages), automatic assignments if the
-/// directory or a policy changed, then the outbox. Tests call this after moving their clock.
+/// directory or a policy changed, then one batch of the outbox, and again until none has
+/// anything left. Tests call this after moving their clock.
+///
+/// The jobs are looked at again after every batch of messages, not once the outbox is empty:
+/// while requests keep writing mail, the outbox is never empty, and expiries, approval timeouts
+/// and scheduled deliveries waited behind it for as long as the traffic lasted (a request past
+/// its deadline could still be approved meanwhile). Found by `governance_crash`: during a burst
+/// of requests, no assignment whose end had passed was recorded expired until the burst ended.
 pub async fn drain(state: &AppState, senders: &Senders) -> Result<(usize, usize), StoreError> {
-    let mut jobs = run_due(state).await?;
+    let (mut jobs, mut sent) = (0, 0);
+    loop {
+        let mut j = run_due(state).await?;
+        j += reconcile_if_needed(state).await?;
+        let s = run_outbox_batch(state, senders).await?;
+        jobs += j;
+        sent += s;
+        if j == 0 && s == 0 {
+            return Ok((jobs, sent));
+        }
+    }
+}
+
+/// Automatic assignment, when the directory moved or a policy changed since the last round.
+async fn reconcile_if_needed(state: &AppState) -> Result<usize, StoreError> {
     let version = state.applied_version();
     let wanted = state.reconcile.swap(false, Ordering::SeqCst);
-    if wanted || state.reconciled.load(Ordering::SeqCst) != version {
-        loop {
-            let n = reconcile_automatic(state).await?;
-            jobs += n;
-            if n < AUTO_BATCH {
-                break;
-            }
-        }
-        state.reconciled.store(version, Ordering::SeqCst);
+    if !wanted && state.reconciled.load(Ordering::SeqCst) == version {
+        return Ok(0);
     }
-    let sent = run_outbox(state, senders).await?;
-    Ok((jobs, sent))
+    let mut done = 0;
+    loop {
+        let n = reconcile_automatic(state).await?;
+        done += n;
+        if n < AUTO_BATCH {
+            break;
+        }
+    }
+    state.reconciled.store(version, Ordering::SeqCst);
+    Ok(done)
 }
 
 /// Requests made per automatic-assignment round (the rest in the next round).

@@ -593,13 +593,20 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn outbox_sent(&self, id: &str, now: i64) -> Result<()> {
+    /// Marks messages sent, in one transaction (one commit for all that were sent meanwhile,
+    /// rather than one each behind every other writer).
+    pub async fn outbox_sent(&self, ids: &[String], now: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut w = self.begin().await?;
-        sqlx::query("UPDATE outbox SET sent_at = $2, last_error = NULL WHERE id = $1")
-            .bind(id.to_owned())
-            .bind(now)
-            .execute(&mut *w.tx)
-            .await?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET sent_at = $2, last_error = NULL WHERE id = $1")
+                .bind(id.clone())
+                .bind(now)
+                .execute(&mut *w.tx)
+                .await?;
+        }
         w.tx.commit().await?;
         Ok(())
     }
