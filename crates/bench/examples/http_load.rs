@@ -15,6 +15,13 @@
 //! $L visibility --url http://127.0.0.1:8080 --read-url http://127.0.0.1:8081 --token "$TOKEN" \
 //!     --body scripts/bench/evaluate-adele-fr.json
 //! ```
+//! # entitlement management: N users each request an auto-approved package (submit), or a
+//! # package their approver then approves (approve); users are made and signed in first
+//! $L govern --url http://127.0.0.1:8080 --token "$TOKEN" --mode submit --users 3000
+//! $L govern --url http://127.0.0.1:8080 --token "$TOKEN" --mode approve --users 3000
+//! # N admin assignments that all end at one instant (setup for the mass-expiry benchmark)
+//! $L assign --url http://127.0.0.1:8080 --token "$TOKEN" --users 100000 --end 2030-01-01T10:00:00Z
+//! ```
 //! Common options: `--connections N` (64), `--duration S` (10), `--warmup S` (2), `--threads N`
 //! (tokio workers, 1). `--json` adds one JSON line with the figures.
 
@@ -54,9 +61,12 @@ fn main() {
                 "evaluate" => evaluate(&o).await,
                 "signin" => signin(&o).await,
                 "visibility" => visibility(&o).await,
-                other => {
-                    Err(format!("unknown command `{other}` (evaluate, signin, visibility)").into())
-                }
+                "govern" => govern(&o).await,
+                "assign" => assign(&o).await,
+                other => Err(format!(
+                    "unknown command `{other}` (evaluate, signin, visibility, govern, assign)"
+                )
+                .into()),
             }
         })
     });
@@ -80,7 +90,7 @@ impl Options {
         let command = it
             .next()
             .cloned()
-            .ok_or("usage: http_load evaluate|signin|visibility [--option value]…")?;
+            .ok_or("usage: http_load evaluate|signin|visibility|govern|assign [--option value]…")?;
         let (mut values, mut flags) = (HashMap::new(), Vec::new());
         let mut it = it.peekable();
         while let Some(a) = it.next() {
@@ -699,6 +709,424 @@ async fn visibility(o: &Options) -> Result<()> {
             "{}",
             json!({"benchmark": "visibility", "write": w.json(), "visible": v.json(),
                    "first_poll": first_poll, "changes": changes, "max_polls": max_polls})
+        );
+    }
+    Ok(())
+}
+
+// ----- entitlement management -----
+
+const EM: &str = "/v1.0/identityGovernance/entitlementManagement";
+const GRAPH_APP: &str = "00000003-0000-0000-c000-000000000000";
+
+async fn expect(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+    status: u16,
+) -> Result<Value> {
+    let reply = conn.call(method, path, Some(token), body).await?;
+    if reply.status != status {
+        return Err(format!("{method} {path} answered {}: {}", reply.status, reply.text()).into());
+    }
+    Ok(if reply.body.is_empty() { Value::Null } else { reply.json()? })
+}
+
+fn id_of(v: &Value) -> Result<String> {
+    Ok(v.get("id").and_then(Value::as_str).ok_or("no id in the answer")?.to_owned())
+}
+
+/// A catalog with the travel persona group as its resource and a package granting its
+/// membership, with one policy: all members, no approval (or one stage approved by `approver`).
+async fn bench_package(
+    conn: &mut Conn,
+    token: &str,
+    tag: &str,
+    approver: Option<&str>,
+) -> Result<(String, String)> {
+    let catalog = id_of(
+        &expect(
+            conn,
+            "POST",
+            &format!("{EM}/catalogs"),
+            token,
+            Some(&json!({"displayName": format!("Bench {tag}")})),
+            201,
+        )
+        .await?,
+    )?;
+    expect(conn, "POST", &format!("{EM}/resourceRequests"), token, Some(&json!({
+        "requestType": "adminAdd", "resource": {"originId": TRAVEL_GROUP, "originSystem": "AadGroup"}, "catalog": {"id": catalog}})), 201).await?;
+    let package = id_of(
+        &expect(
+            conn,
+            "POST",
+            &format!("{EM}/accessPackages"),
+            token,
+            Some(&json!({"displayName": format!("Bench {tag}"), "catalog": {"id": catalog}})),
+            201,
+        )
+        .await?,
+    )?;
+    expect(
+        conn,
+        "POST",
+        &format!("{EM}/accessPackages/{package}/resourceRoleScopes"),
+        token,
+        Some(&json!({
+        "role": {"originId": format!("Member_{TRAVEL_GROUP}"), "originSystem": "AadGroup"},
+        "scope": {"originId": TRAVEL_GROUP, "originSystem": "AadGroup", "isRootScope": true}})),
+        201,
+    )
+    .await?;
+    let approval = match approver {
+        None => json!({"isApprovalRequiredForAdd": false, "stages": []}),
+        Some(a) => json!({"isApprovalRequiredForAdd": true, "stages": [{
+            "durationBeforeAutomaticDenial": "P7D",
+            "primaryApprovers": [{"@odata.type": "#microsoft.graph.singleUser", "userId": a}]}]}),
+    };
+    let policy = id_of(
+        &expect(
+            conn,
+            "POST",
+            &format!("{EM}/assignmentPolicies"),
+            token,
+            Some(&json!({
+        "displayName": format!("Bench {tag}"), "allowedTargetScope": "allMemberUsers",
+        "expiration": {"type": "afterDuration", "duration": "P1D"},
+        "requestorSettings": {"enableTargetsToSelfAddAccess": true},
+        "requestApprovalSettings": approval, "accessPackage": {"id": package}})),
+            201,
+        )
+        .await?,
+    )?;
+    Ok((package, policy))
+}
+
+/// `n` new member users, each with a session for Microsoft Graph (signed in with a Temporary
+/// Access Pass, which satisfies the demo's MFA policy): (id, token).
+async fn bench_users(
+    addr: &str,
+    token: &str,
+    n: usize,
+    tag: &str,
+) -> Result<Vec<(String, String)>> {
+    let workers = 8.min(n.max(1));
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (addr, token, tag) = (addr.to_owned(), token.to_owned(), tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut out = Vec::new();
+            for i in (w..n).step_by(workers) {
+                let upn = format!("bench-{tag}-{i}@contoso.example");
+                let user = json!({"accountEnabled": true, "displayName": format!("Bench {i}"), "mailNickname": format!("bench{tag}{i}"),
+                                  "userPrincipalName": upn, "passwordProfile": {"password": "Bench-Passw0rd-1", "forceChangePasswordNextSignIn": false}});
+                let id = id_of(&expect(&mut conn, "POST", "/v1.0/users", &token, Some(&user), 201).await?)?;
+                let tap = expect(&mut conn, "POST", &format!("/v1.0/users/{id}/authentication/temporaryAccessPassMethods"), &token, Some(&json!({"lifetimeInMinutes": 480, "isUsableOnce": false})), 201).await?;
+                let code = tap.get("temporaryAccessPass").and_then(Value::as_str).ok_or("no pass")?.to_owned();
+                let flow = conn.call("POST", "/signin/begin", None, Some(&json!({"username": upn, "target": {"appId": GRAPH_APP}}))).await?.json()?;
+                let fid = flow.get("flowId").and_then(Value::as_str).ok_or("no flow")?.to_owned();
+                let step = json!({"flowToken": flow.get("flowToken"), "code": code});
+                let done = conn.call("POST", &format!("/signin/{fid}/temporaryAccessPass"), None, Some(&step)).await?.json()?;
+                let session = done.pointer("/session/token").and_then(Value::as_str).ok_or_else(|| format!("signing in {upn}: {done}"))?.to_owned();
+                out.push((id, session));
+            }
+            Ok::<_, Error>(out)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
+fn evaluate_body(user: &str) -> Value {
+    json!({
+        "signInIdentity": {"@odata.type": "#microsoft.graph.userSignIn", "userId": user},
+        "signInContext": {"@odata.type": "#microsoft.graph.applicationContext", "includeApplications": [EXPENSES_APP]},
+        "signInConditions": {"devicePlatform": "windows", "clientAppType": "browser", "country": "FR", "ipAddress": "198.51.100.23",
+                             "signInRiskLevel": "none", "userRiskLevel": "none", "insiderRiskLevel": "none",
+                             "servicePrincipalRiskLevel": "none", "deviceInfo": {}},
+        "appliedPoliciesOnly": true,
+    })
+}
+
+/// `govern --mode submit`: each user asks for an auto-approved package that puts them in the
+/// travel persona; timed from sending the request to the first evaluation that shows the
+/// country block (011) no longer applying to them. `--mode approve`: each user asks for a
+/// package their approver must approve (timed: submit), then the approver approves them all
+/// (timed: approve), each decision putting its requestor in the group.
+async fn govern(o: &Options) -> Result<()> {
+    let addr = o.addr("url", "http://127.0.0.1:8080")?;
+    let token = o.required("token")?;
+    let n: usize = o.number("users", 2000)?;
+    let connections: usize = o.number("connections", 16)?;
+    let mode = o.string("mode", "submit");
+    let tag = format!("{}", std::process::id());
+    let setup = Instant::now();
+    let mut conn = Conn::open(&addr).await?;
+    let approver = if mode == "approve" {
+        bench_users(&addr, &token, 1, &format!("{tag}a")).await?.pop()
+    } else {
+        None
+    };
+    let (package, policy) =
+        bench_package(&mut conn, &token, &tag, approver.as_ref().map(|(id, _)| id.as_str()))
+            .await?;
+    let users = bench_users(&addr, &token, n, &tag).await?;
+    println!(
+        "setup: {} users signed in, package {package}, in {:.1} s",
+        users.len(),
+        setup.elapsed().as_secs_f64()
+    );
+    let queue = Arc::new(std::sync::Mutex::new(users));
+    let submit = |visible: bool| {
+        let (queue, package, policy, addr) =
+            (Arc::clone(&queue), package.clone(), policy.clone(), addr.clone());
+        async move {
+            let mut tasks = Vec::new();
+            let started = Instant::now();
+            for _ in 0..connections {
+                let (queue, package, policy, addr) =
+                    (Arc::clone(&queue), package.clone(), policy.clone(), addr.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = Conn::open(&addr).await?;
+                    let (mut posts, mut seen, mut ids, mut late) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
+                    loop {
+                        let next = queue.lock().map_err(|_| "poisoned")?.pop();
+                        let Some((user, session)) = next else { break };
+                        let body = json!({"requestType": "userAdd", "justification": "bench",
+                                          "assignment": {"targetId": user, "assignmentPolicyId": policy, "accessPackageId": package}});
+                        let sent = Instant::now();
+                        let reply = conn.call("POST", &format!("{EM}/assignmentRequests"), Some(&session), Some(&body)).await?;
+                        let acked = Instant::now();
+                        if reply.status != 201 {
+                            return Err::<_, Error>(format!("submit answered {}: {}", reply.status, reply.text()).into());
+                        }
+                        posts.push(acked - sent);
+                        ids.push(reply.json()?.get("id").and_then(Value::as_str).unwrap_or_default().to_owned());
+                        if visible {
+                            let request = conn.build("POST", EVALUATE, Some(&session), Some(&serde_json::to_vec(&evaluate_body(&user))?));
+                            let mut first = true;
+                            while policy_applies(&mut conn, &request, LOCATION_BLOCK).await? {
+                                if first {
+                                    late += 1;
+                                    first = false;
+                                }
+                            }
+                            seen.push(Instant::now() - sent);
+                        }
+                    }
+                    Ok((posts, seen, ids, late))
+                }));
+            }
+            let (mut posts, mut seen, mut ids, mut late) = (Vec::new(), Vec::new(), Vec::new(), 0);
+            for t in tasks {
+                let (p, s, i, l) = t.await??;
+                posts.extend(p);
+                seen.extend(s);
+                ids.extend(i);
+                late += l;
+            }
+            Ok::<_, Error>((posts, seen, ids, late, started.elapsed()))
+        }
+    };
+    match mode.as_str() {
+        "submit" => {
+            let (posts, seen, _, late, took) = submit(true).await?;
+            let rate = posts.len() as f64 / took.as_secs_f64();
+            let (p, v) = (Stats::new(posts), Stats::new(seen));
+            println!(
+                "submit (auto-approved, delivered in the answer): {rate:.0} per second with {connections} connections, each followed by one evaluation"
+            );
+            println!("  request sent -> 201: {}", p.line());
+            println!(
+                "  request sent -> membership in force (evaluate shows 011 not applying): {}",
+                v.line()
+            );
+            println!("  evaluations that still saw the block after the 201: {late}");
+            if o.flag("json") {
+                println!(
+                    "{}",
+                    json!({"benchmark": "govern-submit", "per_second": rate, "post": p.json(), "in_force": v.json(), "late": late})
+                );
+            }
+        }
+        "approve" => {
+            let (posts, _, ids, _, took) = submit(false).await?;
+            let submit_rate = posts.len() as f64 / took.as_secs_f64();
+            let p = Stats::new(posts);
+            println!(
+                "submit (needs approval): {submit_rate:.0} per second with {connections} connections"
+            );
+            println!("  request sent -> 201: {}", p.line());
+            let (_, approver_token) = approver.ok_or("no approver")?;
+            let approvals = expect(
+                &mut conn,
+                "GET",
+                &format!(
+                    "{EM}/accessPackageAssignmentApprovals/filterByCurrentUser(on='approver')"
+                ),
+                &approver_token,
+                None,
+                200,
+            )
+            .await?;
+            let mut stages: Vec<String> = approvals
+                .get("value")
+                .and_then(Value::as_array)
+                .ok_or("no approvals")?
+                .iter()
+                .filter_map(|a| {
+                    Some(format!(
+                        "{EM}/accessPackageAssignmentApprovals/{}/stages/{}",
+                        a.get("id")?.as_str()?,
+                        a.pointer("/stages/0/id")?.as_str()?
+                    ))
+                })
+                .collect();
+            if stages.len() != ids.len() {
+                return Err(format!(
+                    "{} requests but {} approvals waiting",
+                    ids.len(),
+                    stages.len()
+                )
+                .into());
+            }
+            stages.reverse();
+            let queue = Arc::new(std::sync::Mutex::new(stages));
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..connections {
+                let (queue, addr, approver_token) =
+                    (Arc::clone(&queue), addr.clone(), approver_token.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = Conn::open(&addr).await?;
+                    let mut samples = Vec::new();
+                    loop {
+                        let next = queue.lock().map_err(|_| "poisoned")?.pop();
+                        let Some(path) = next else { break };
+                        let sent = Instant::now();
+                        let reply = conn
+                            .call(
+                                "PATCH",
+                                &path,
+                                Some(&approver_token),
+                                Some(&json!({"reviewResult": "Approve"})),
+                            )
+                            .await?;
+                        if reply.status != 204 {
+                            return Err::<_, Error>(
+                                format!("approve answered {}: {}", reply.status, reply.text())
+                                    .into(),
+                            );
+                        }
+                        samples.push(Instant::now() - sent);
+                    }
+                    Ok(samples)
+                }));
+            }
+            let mut samples = Vec::new();
+            for t in tasks {
+                samples.extend(t.await??);
+            }
+            let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
+            let a = Stats::new(samples);
+            println!(
+                "approve (each delivers the assignment and the membership): {rate:.0} per second with {connections} connections"
+            );
+            println!("  PATCH sent -> 204: {}", a.line());
+            if o.flag("json") {
+                println!(
+                    "{}",
+                    json!({"benchmark": "govern-approve", "submit_per_second": submit_rate, "submit": p.json(), "approve_per_second": rate, "approve": a.json()})
+                );
+            }
+        }
+        other => return Err(format!("--mode `{other}`: submit or approve").into()),
+    }
+    Ok(())
+}
+
+/// `assign`: admin assignments (no approval, delivered at once) of a package granting the
+/// travel persona to the users of the store in id order, skipping Nestor and the break-glass
+/// accounts, all ending at `--end`; for the mass-expiry benchmark.
+async fn assign(o: &Options) -> Result<()> {
+    let addr = o.addr("url", "http://127.0.0.1:8080")?;
+    let token = o.required("token")?;
+    let n: usize = o.number("users", 100_000)?;
+    let end = o.required("end")?;
+    let connections: usize = o.number("connections", 16)?;
+    let tag = format!("{}", std::process::id());
+    let mut conn = Conn::open(&addr).await?;
+    let (package, policy) = bench_package(&mut conn, &token, &tag, None).await?;
+    // The users, paged.
+    let mut users = Vec::new();
+    let mut next = Some("/v1.0/users?$select=id,userType&$top=999".to_owned());
+    while let Some(path) = next.take() {
+        let page = expect(&mut conn, "GET", &path, &token, None, 200).await?;
+        for u in page.get("value").and_then(Value::as_array).into_iter().flatten() {
+            if u.get("userType").and_then(Value::as_str) == Some("Member")
+                && let Some(id) = u.get("id").and_then(Value::as_str)
+                && !id.starts_with("a0000000-0000-4000-8000-0000000000")
+            {
+                users.push(id.to_owned());
+            }
+        }
+        next = page
+            .get("@odata.nextLink")
+            .and_then(Value::as_str)
+            .and_then(|l| l.find("/v1.0/").map(|i| l[i..].to_owned()));
+        if users.len() >= n {
+            break;
+        }
+    }
+    users.truncate(n);
+    println!("assigning {} users, ending at {end}", users.len());
+    let queue = Arc::new(std::sync::Mutex::new(users));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (queue, addr, token, package, policy, end) = (
+            Arc::clone(&queue),
+            addr.clone(),
+            token.clone(),
+            package.clone(),
+            policy.clone(),
+            end.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut done = 0usize;
+            loop {
+                let next = queue.lock().map_err(|_| "poisoned")?.pop();
+                let Some(user) = next else { break };
+                let body = json!({"requestType": "adminAdd",
+                                  "assignment": {"targetId": user, "assignmentPolicyId": policy, "accessPackageId": package},
+                                  "schedule": {"expiration": {"type": "afterDateTime", "endDateTime": end}}});
+                expect(&mut conn, "POST", &format!("{EM}/assignmentRequests"), &token, Some(&body), 201).await?;
+                done += 1;
+            }
+            Ok::<_, Error>(done)
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        done += t.await??;
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "assigned {done} in {took:.1} s ({:.0} per second); package {package}",
+        done as f64 / took
+    );
+    if o.flag("json") {
+        println!(
+            "{}",
+            json!({"benchmark": "assign", "count": done, "seconds": took, "package": package})
         );
     }
     Ok(())
