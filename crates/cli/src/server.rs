@@ -117,7 +117,9 @@ pub fn serve(args: &ServeArgs) -> Result<u8, Failure> {
     };
     runtime()?.block_on(async move {
         if config.test_clock {
-            tracing::warn!("running on a TEST CLOCK that POST /test/clock moves: never in production");
+            tracing::warn!(
+                "running on a TEST CLOCK that POST /test/clock moves: never in production"
+            );
         }
         let store = srv::open_store(&config).await.map_err(fail)?;
         if args.demo {
@@ -139,8 +141,10 @@ pub fn serve(args: &ServeArgs) -> Result<u8, Failure> {
                          (delete {} to start over).",
                         config.data_dir.display()
                     );
+                    // Name the binary as it was started (`target/release/gatehouse`, not on PATH).
+                    let me = std::env::args().next().unwrap_or_else(|| "gatehouse".into());
                     println!(
-                        "Lost the API token? `gatehouse admin bootstrap --upn nestor@contoso.example` \
+                        "Lost the API token? `{me} admin bootstrap --upn nestor@contoso.example` \
                          prints a new one."
                     );
                 }

@@ -609,6 +609,13 @@ async fn filters_select_count_and_search_on_collections() {
             ids(&body),
             vec!["a0000000-0000-4000-8000-000000000004", "a0000000-0000-4000-8000-000000000011"]
         );
+        // Form encoding (curl --data-urlencode): `+` is a space, but an offset's sign stays.
+        let (_, plus) = get("/v1.0/users?$filter=accountEnabled+eq+true+and+createdDateTime+ge+2026-01-01T00:00:00+00:00").await;
+        assert_eq!(
+            ids(&plus),
+            vec!["a0000000-0000-4000-8000-000000000004", "a0000000-0000-4000-8000-000000000011"],
+            "{plus}"
+        );
         let (_, body) = get("/v1.0/groups?$filter=securityEnabled%20eq%20true%20and%20startswith(displayName,'CA-Internals')").await;
         assert_eq!(ids(&body), vec![CA_INTERNALS, TRAVEL]);
         let (_, body) = get(&format!(

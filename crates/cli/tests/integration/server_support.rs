@@ -104,6 +104,8 @@ pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         trusted_proxies: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        // Mail a test does not catch goes to files: under target/, never into the source tree.
+        data_dir: std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("data"),
         ..Config::default()
     }
 }

@@ -141,8 +141,9 @@ impl<'de> serde::de::Visitor<'de> for Strict {
     }
 }
 
-/// The query string as decoded pairs. `+` stays `+` (OData clients percent-encode spaces, and
-/// unquoted `+00:00` offsets must survive).
+/// The query string as decoded pairs. A raw `+` is a space, as form encoding (curl's
+/// `--data-urlencode`, PowerShell) sends it, except in a time offset (`T10:00:00+01:00`, left
+/// unencoded by hand), which stays `+`; a literal `+` elsewhere is sent as `%2B`.
 pub struct QueryPairs(pub Vec<(String, String)>);
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
@@ -157,6 +158,12 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
         }
         Ok(QueryPairs(pairs))
     }
+}
+
+/// Is the `+` at `i` the sign of a time offset: a digit before, `hh:mm` after?
+fn is_offset_sign(bytes: &[u8], i: usize) -> bool {
+    let digit = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_digit);
+    i > 0 && digit(i - 1) && digit(i + 1) && digit(i + 2) && bytes.get(i + 3) == Some(&b':')
 }
 
 fn percent_decode(s: &str) -> Result<String, ApiError> {
@@ -174,6 +181,9 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
             })?;
             out.push(v);
             i += 3;
+        } else if b == b'+' && !is_offset_sign(bytes, i) {
+            out.push(b' ');
+            i += 1;
         } else {
             out.push(b);
             i += 1;
