@@ -100,6 +100,11 @@ pub enum Change {
         user: String,
         sponsors: Vec<String>,
     },
+    /// One session ends (its user signed out).
+    EndSession {
+        user_id: String,
+        session_id: String,
+    },
     /// Everything was rewritten (an import): reload the whole directory from the store.
     Reload,
 }

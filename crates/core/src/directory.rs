@@ -341,7 +341,9 @@ impl Directory {
                 Ok(Effect::default())
             }
             // Dropping all of the user's cached sessions is safe: the others reload from the store.
-            Change::RevokeSessions { user_id } | Change::EndTapSessions { user_id, .. } => {
+            Change::RevokeSessions { user_id }
+            | Change::EndTapSessions { user_id, .. }
+            | Change::EndSession { user_id, .. } => {
                 Ok(Effect { revoke_sessions_of: vec![user_id.clone()], ..Effect::default() })
             }
             Change::Reload => Ok(Effect { recompile: true, reload: true, ..Effect::default() }),

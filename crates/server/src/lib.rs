@@ -15,6 +15,7 @@ pub mod geo;
 pub mod governance;
 pub mod http;
 pub mod import;
+pub mod passkey;
 pub mod password;
 pub mod random;
 pub mod serve;
@@ -22,6 +23,7 @@ pub mod session;
 pub mod signin;
 pub mod state;
 pub mod store;
+pub mod web;
 
 pub use config::Config;
 pub use state::AppState;

@@ -68,6 +68,7 @@ pub mod code {
     pub const TAP_EXPIRED: u32 = 130504;
     pub const TAP_NOT_VERIFIED: u32 = 130507;
     pub const TOTP_INVALID: u32 = 500121;
+    pub const PASSKEY_NOT_VERIFIED: u32 = 135011;
     pub const APP_NOT_FOUND: u32 = 700016;
 }
 
@@ -134,6 +135,8 @@ pub enum Method {
     Password,
     TemporaryAccessPass,
     Totp,
+    /// A passkey (WebAuthn): a first factor that is multifactor and phishing-resistant alone.
+    Passkey,
 }
 
 impl Method {
@@ -143,6 +146,7 @@ impl Method {
             Method::Password => "password",
             Method::TemporaryAccessPass => "temporaryAccessPass",
             Method::Totp => "totp",
+            Method::Passkey => "passkey",
         }
     }
 
@@ -152,11 +156,12 @@ impl Method {
             Method::Password => "Password",
             Method::TemporaryAccessPass => "Temporary Access Pass",
             Method::Totp => "OATH verification code",
+            Method::Passkey => "Passkey (FIDO2)",
         }
     }
 
     fn from_name(name: &str) -> Option<Method> {
-        [Method::Password, Method::TemporaryAccessPass, Method::Totp]
+        [Method::Password, Method::TemporaryAccessPass, Method::Totp, Method::Passkey]
             .into_iter()
             .find(|m| m.name() == name)
     }
@@ -217,6 +222,7 @@ impl Flow {
                 set.with(match m {
                     Method::Password => MethodMode::Password,
                     Method::Totp => MethodMode::SoftwareOath,
+                    Method::Passkey => MethodMode::Fido2,
                     Method::TemporaryAccessPass => {
                         tap_mode(self.tap.as_ref().is_some_and(|t| t.one_time))
                     }
@@ -472,6 +478,13 @@ pub async fn begin(state: &AppState, request: BeginRequest) -> Result<Value, Ste
         && usable_tap(state, &row, now).0
     {
         methods.push(Method::TemporaryAccessPass.name());
+    }
+    // A passkey first: it is the strongest first factor, and phishing-resistant.
+    if let Some(id) = &user_id
+        && state.passkeys.available()
+        && !state.store.passkeys_of(id).await?.is_empty()
+    {
+        methods.insert(0, Method::Passkey.name());
     }
     methods.push(Method::Password.name());
     let flow = Flow {
@@ -823,6 +836,10 @@ enum Checked {
         method_id: String,
         step: i64,
     },
+    Passkey {
+        id: String,
+        passkey: Box<webauthn_rs::prelude::Passkey>,
+    },
     /// A wrong credential: counted towards lockout.
     Wrong(Refusal),
     /// The right credential, but not usable (an expired pass): not counted.
@@ -883,6 +900,34 @@ async fn check(
                 return Ok(Checked::Tap(row));
             }
             Ok(Checked::Unusable(tap_refusal(reason, &row, cid)))
+        }
+        Method::Passkey => {
+            let wrong = || {
+                Checked::Wrong(Refusal::new(
+                    401,
+                    code::PASSKEY_NOT_VERIFIED,
+                    "Your passkey could not be verified. Try again, or use another method.",
+                    cid,
+                ))
+            };
+            let Some(u) = user else { return Ok(wrong()) };
+            let Ok(credential) =
+                serde_json::from_str::<webauthn_rs::prelude::PublicKeyCredential>(input)
+            else {
+                return Err(invalid(
+                    "`credential` must be the browser's PublicKeyCredential as JSON.",
+                ));
+            };
+            match state
+                .passkeys
+                .finish_authentication(&state.store, &flow.id, &u.id, &credential, now)
+                .await
+            {
+                Ok((id, passkey)) => Ok(Checked::Passkey { id, passkey: Box::new(passkey) }),
+                Err(crate::passkey::PasskeyError::Store(e)) => Err(e.into()),
+                Err(crate::passkey::PasskeyError::Unavailable(m)) => Err(invalid(m)),
+                Err(_) => Ok(wrong()),
+            }
         }
         Method::Totp => {
             let methods = match user {
@@ -1006,6 +1051,12 @@ async fn available(
     if !flow.used(Method::Password) && state.store.password_of(user_id).await?.is_some() {
         out.push((Method::Password, MethodMode::Password));
     }
+    if !flow.used(Method::Passkey)
+        && state.passkeys.available()
+        && !state.store.passkeys_of(user_id).await?.is_empty()
+    {
+        out.push((Method::Passkey, MethodMode::Fido2));
+    }
     Ok(out)
 }
 
@@ -1021,6 +1072,7 @@ pub async fn step(
     if input.is_empty() {
         return Err(invalid(match method {
             Method::Password => "`password` is required.",
+            Method::Passkey => "`credential` is required.",
             _ => "`code` is required.",
         }));
     }
@@ -1055,9 +1107,10 @@ pub async fn step(
     let checked = check(state, &flow, &facts, method, input, now).await?;
     let user_id = facts.user.as_ref().map(|u| u.id.clone());
     let available = match (&checked, &user_id) {
-        (Checked::Password | Checked::Tap(_) | Checked::Totp { .. }, Some(id)) => {
-            available(state, &flow, id, now).await?
-        }
+        (
+            Checked::Password | Checked::Tap(_) | Checked::Totp { .. } | Checked::Passkey { .. },
+            Some(id),
+        ) => available(state, &flow, id, now).await?,
         _ => Vec::new(),
     };
 
@@ -1124,6 +1177,9 @@ pub async fn step(
                 w.commit(now, &[], &[]).await?;
                 return Err(refused(refusal));
             }
+        }
+        Checked::Passkey { id, passkey } => {
+            w.touch_passkey(&id, &passkey, now).await?;
         }
         Checked::Password => {}
     }
@@ -1432,6 +1488,25 @@ fn client_app_used(client_app_type: &str) -> &'static str {
         "mobileAppsAndDesktopClients" => "Mobile Apps and Desktop clients",
         "exchangeActiveSync" | "easSupported" => "Exchange ActiveSync",
         _ => "Other clients",
+    }
+}
+
+/// The options for a passkey step of flow `flow_id`: the browser's `navigator.credentials.get`
+/// input, for the flow's user's passkeys. The ceremony's state is kept for the step.
+pub async fn passkey_options(
+    state: &AppState,
+    flow_id: &str,
+    token: &str,
+) -> Result<Value, StepError> {
+    let now = state.now();
+    let (flow, _) = load_flow(state, flow_id, token, now).await?;
+    let Some(user) = flow.user_id.clone() else {
+        return Err(invalid("This user has no passkey; use another method."));
+    };
+    match state.passkeys.start_authentication(&state.store, &flow.id, &user, now).await {
+        Ok(options) => Ok(json!({"options": options})),
+        Err(crate::passkey::PasskeyError::Store(e)) => Err(e.into()),
+        Err(e) => Err(invalid(e.to_string())),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Inner {
     pub throttle: std::sync::Mutex<IpThrottle>,
     /// Entitlement management's settings (default time zone, mail templates).
     pub governance: crate::governance::Service,
+    /// The passkey relying party (WebAuthn).
+    pub passkeys: crate::passkey::Passkeys,
     /// Wakes the workers: a write left due jobs or messages for them.
     pub work: tokio::sync::Notify,
     /// Automatic-assignment policies need comparing with the directory again: a policy
@@ -75,6 +77,7 @@ impl AppState {
         geo: Option<Geo>,
     ) -> anyhow::Result<AppState> {
         let governance = crate::governance::Service::from_config(&config)?;
+        let passkeys = crate::passkey::Passkeys::new(&config.public_url());
         let rows = store.load_directory().await?;
         let mut dir = Directory::new();
         dir.replace_all(rows.tenant, rows.devices, rows.auth_methods_policy);
@@ -98,6 +101,7 @@ impl AppState {
             revocations: AtomicU64::new(0),
             throttle: std::sync::Mutex::new(throttle),
             governance,
+            passkeys,
             work: tokio::sync::Notify::new(),
             reconcile: std::sync::atomic::AtomicBool::new(true),
             reconciled: AtomicI64::new(-1),

@@ -292,6 +292,9 @@ pub struct Request {
 pub struct StoredAnswer {
     pub question_id: String,
     pub question_type: String,
+    /// The question's text when it was answered (empty in requests stored before it was kept).
+    #[serde(default)]
+    pub question_text: String,
     pub value: String,
     pub display_value: String,
 }
@@ -301,6 +304,7 @@ impl From<&Answer> for StoredAnswer {
         StoredAnswer {
             question_id: a.question_id.clone(),
             question_type: a.question_type.to_owned(),
+            question_text: a.question_text.clone(),
             value: a.value.clone(),
             display_value: a.display_value.clone(),
         }
@@ -309,11 +313,17 @@ impl From<&Answer> for StoredAnswer {
 
 impl StoredAnswer {
     pub fn to_graph(&self) -> Value {
+        let mut question = json!({"@odata.type": self.question_type, "id": self.question_id});
+        if !self.question_text.is_empty()
+            && let Some(q) = question.as_object_mut()
+        {
+            q.insert("text".into(), self.question_text.clone().into());
+        }
         json!({
             "@odata.type": "#microsoft.graph.accessPackageAnswerString",
             "value": self.value,
             "displayValue": self.display_value,
-            "answeredQuestion": {"@odata.type": self.question_type, "id": self.question_id},
+            "answeredQuestion": question,
         })
     }
 }

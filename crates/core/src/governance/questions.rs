@@ -243,6 +243,8 @@ pub fn localized<'a>(default: &'a str, locs: &'a [(String, String)], language: &
 pub struct Answer {
     pub question_id: String,
     pub question_type: &'static str,
+    /// The question as asked (its default text), kept so the answer reads on its own later.
+    pub question_text: String,
     pub value: String,
     pub display_value: String,
 }
@@ -253,7 +255,8 @@ impl Answer {
             "@odata.type": "#microsoft.graph.accessPackageAnswerString",
             "value": self.value,
             "displayValue": self.display_value,
-            "answeredQuestion": {"@odata.type": self.question_type, "id": self.question_id},
+            "answeredQuestion": {"@odata.type": self.question_type, "id": self.question_id,
+                                 "text": self.question_text},
         })
     }
 }
@@ -349,6 +352,7 @@ pub fn check_answers(questions: &[Question], answers: &[Value]) -> Result<Vec<An
         out.push(Answer {
             question_id: q.id.clone(),
             question_type,
+            question_text: q.text.clone(),
             value,
             display_value: display,
         });

@@ -143,6 +143,41 @@ pub fn routes(api: Api) -> Api {
         )
         .route(
             Method::GET,
+            "/v1.0/users/{id}/authentication/fido2Methods",
+            methods_read,
+            "List a user's passkeys (FIDO2)",
+            list_fido2,
+        )
+        .route(
+            Method::GET,
+            "/v1.0/users/{id}/authentication/fido2Methods/{method_id}",
+            methods_read,
+            "Get a user's passkey (FIDO2)",
+            get_fido2,
+        )
+        .route(
+            Method::DELETE,
+            "/v1.0/users/{id}/authentication/fido2Methods/{method_id}",
+            methods_write,
+            "Delete a user's passkey (FIDO2)",
+            delete_fido2,
+        )
+        .route(
+            Method::GET,
+            "/signin/security-info/methods",
+            Access::SignedIn,
+            "The caller's own sign-in methods (needs a registerSecurityInformation session)",
+            my_methods,
+        )
+        .route(
+            Method::DELETE,
+            "/signin/security-info/methods/{method_id}",
+            Access::SignedIn,
+            "Delete one of the caller's own methods: an Authenticator app, a passkey or the pass",
+            delete_my_method,
+        )
+        .route(
+            Method::GET,
             "/v1.0/users/{id}/authentication/passwordMethods",
             methods_read,
             "List a user's password method",
@@ -851,7 +886,64 @@ async fn all_methods(
         items.push(tap_to_graph(&row, policy, target, now, None));
     }
     items.extend(verified_oath(state, &target.id).await?.iter().map(oath_to_graph));
+    items.extend(state.store.passkeys_of(&target.id).await?.iter().map(fido2_to_graph));
     Ok(items)
+}
+
+/// Graph's `fido2AuthenticationMethod` for a passkey (no key material: only what it is).
+pub fn fido2_to_graph(p: &crate::passkey::StoredPasskey) -> Value {
+    serde_json::json!({
+        "@odata.type": "#microsoft.graph.fido2AuthenticationMethod",
+        "id": p.id,
+        "displayName": p.display_name,
+        "createdDateTime": gatehouse_core::time::format(p.created_at),
+        "aaGuid": null,
+        "model": null,
+        "attestationCertificates": [],
+        "attestationLevel": "notAttested",
+    })
+}
+
+async fn list_fido2(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let (target, _) = resolve(&state, &id)?;
+    let items = state.store.passkeys_of(&target.id).await?.iter().map(fido2_to_graph).collect();
+    Ok(ok(collection(&state, &methods_path(&target.id, "fido2Methods"), items, None, None)))
+}
+
+async fn get_fido2(
+    State(state): State<AppState>,
+    Path((id, method_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (target, _) = resolve(&state, &id)?;
+    let p = state
+        .store
+        .passkeys_of(&target.id)
+        .await?
+        .into_iter()
+        .find(|p| p.id.eq_ignore_ascii_case(&method_id))
+        .ok_or_else(|| method_not_found(&method_id))?;
+    Ok(ok(entity(&state, &methods_path(&target.id, "fido2Methods"), fido2_to_graph(&p))))
+}
+
+async fn delete_fido2(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, method_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (target, _) = resolve(&state, &id)?;
+    require_manage(&caller, &target)?;
+    let audit = user_audit(
+        &caller,
+        &target,
+        "Admin deleted security info",
+        format!("Passkey (FIDO2) method {method_id}"),
+    );
+    let mut w = state.store.begin().await?;
+    if !w.delete_passkey(&target.id, &gatehouse_policy::json::normalize_id(&method_id)).await? {
+        return Err(method_not_found(&method_id));
+    }
+    w.commit(state.now(), &[], &[audit]).await?;
+    Ok(no_content())
 }
 
 async fn verified_oath(state: &AppState, user_id: &str) -> ApiResult<Vec<TotpRow>> {
@@ -950,4 +1042,78 @@ async fn get_password(
         .filter(|_| method_id.eq_ignore_ascii_case(PASSWORD_METHOD_ID))
         .ok_or_else(|| method_not_found(&method_id))?;
     Ok(ok(entity(&state, &methods_path(&target.id, "passwordMethods"), password_to_graph(set_at))))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The caller's own methods (My Security Info), under the registerSecurityInformation session
+
+/// The caller's methods, as My Security Info lists them: what each is, its name, when added.
+async fn my_methods(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    super::signin::require_registration_session(&caller)?;
+    let (target, policy) = resolve(&state, &caller.user_id)?;
+    let now = state.now();
+    let mut items = Vec::new();
+    if let Some(set_at) = state.store.password_set_at(&target.id).await? {
+        items.push(json!({"id": PASSWORD_METHOD_ID, "kind": "password", "displayName": "Password",
+                          "createdDateTime": format(set_at)}));
+    }
+    if let Some(row) = state.store.tap_of(&target.id).await? {
+        let tap = tap_to_graph(&row, &policy, &target, now, None);
+        items.push(json!({"id": row.id, "kind": "temporaryAccessPass", "displayName": "Temporary Access Pass",
+                          "createdDateTime": format(row.created_at), "startDateTime": format(row.start_at),
+                          "lifetimeInMinutes": row.lifetime_minutes, "isUsable": tap.get("isUsable"),
+                          "methodUsabilityReason": tap.get("methodUsabilityReason")}));
+    }
+    for row in verified_oath(&state, &target.id).await? {
+        items.push(json!({"id": row.id, "kind": "softwareOath", "displayName": row.display_name,
+                          "createdDateTime": format(row.created_at)}));
+    }
+    for p in state.store.passkeys_of(&target.id).await? {
+        items.push(json!({"id": p.id, "kind": "fido2", "displayName": p.display_name,
+                          "createdDateTime": format(p.created_at)}));
+    }
+    Ok(ok(json!({ "value": items })))
+}
+
+/// Deletes one of the caller's own methods. The password stays (it is changed, not deleted);
+/// deleting the pass ends the sessions signed in with it, this one included.
+async fn delete_my_method(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(method_id): Path<String>,
+) -> ApiResult<Response> {
+    super::signin::require_registration_session(&caller)?;
+    let (target, _) = resolve(&state, &caller.user_id)?;
+    let id = gatehouse_policy::json::normalize_id(&method_id);
+    if id.eq_ignore_ascii_case(PASSWORD_METHOD_ID) {
+        return Err(ApiError::bad_request("The password cannot be deleted; change it instead."));
+    }
+    let audit = |what: String| user_audit(&caller, &target, "User deleted security info", what);
+    let mut w = state.store.begin().await?;
+    if let Some(row) =
+        state.store.tap_of(&target.id).await?.filter(|t| t.id.eq_ignore_ascii_case(&id))
+    {
+        if !w.delete_tap(&target.id, &row.id).await? {
+            return Err(method_not_found(&method_id));
+        }
+        let end = Change::EndTapSessions { user_id: target.id.clone(), tap_id: row.id.clone() };
+        w.commit(state.now(), &[end], &[audit(format!("Temporary Access Pass {}", row.id))])
+            .await?;
+        state.sync().await?;
+        return Ok(no_content());
+    }
+    if w.delete_totp(&target.id, &id).await? {
+        w.commit(
+            state.now(),
+            &[],
+            &[audit(format!("Authenticator app (softwareOath) method {id}"))],
+        )
+        .await?;
+        return Ok(no_content());
+    }
+    if w.delete_passkey(&target.id, &id).await? {
+        w.commit(state.now(), &[], &[audit(format!("Passkey (FIDO2) method {id}"))]).await?;
+        return Ok(no_content());
+    }
+    Err(method_not_found(&method_id))
 }

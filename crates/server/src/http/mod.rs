@@ -122,12 +122,42 @@ pub fn api(state: AppState) -> Api {
 /// refusal of paths the store could not hold, and Graph error bodies for the refusals the
 /// framework answers itself.
 pub fn app(state: AppState) -> (axum::Router, Vec<RouteSpec>) {
-    let (router, specs) = api(state).into_router();
-    let app = Router::new()
+    let (router, specs) = api(state.clone()).into_router();
+    let api_app = Router::new()
         .fallback_service(router)
         .layer(axum::middleware::map_request(refuse_nul))
         .layer(axum::middleware::map_request(collapse_slashes))
         .layer(axum::middleware::from_fn(graph_error_bodies));
+    let pages_fallback = {
+        let api_app = api_app.clone();
+        let state = state.clone();
+        move |req: Request| {
+            let api_app = api_app.clone();
+            let state = state.clone();
+            async move {
+                use tower::ServiceExt;
+                if crate::web::is_api_path(req.uri().path()) {
+                    match api_app.oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    }
+                } else {
+                    let (mut parts, _) = req.into_parts();
+                    match <crate::web::Portal as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
+                        Ok(p) => crate::web::not_found_page(p).await,
+                        Err(resp) => resp,
+                    }
+                }
+            }
+        }
+    };
+    let app = crate::web::routes(Router::new())
+        .with_state(state)
+        .fallback(pages_fallback)
+        // The portals call the API in-process, through the same router and checks as anyone
+        // (an extension, not a field of the state: the router holds the state already).
+        .layer(axum::Extension(crate::web::ApiApp(api_app)))
+        .layer(axum::middleware::from_fn(crate::web::security_headers));
     (app, specs)
 }
 

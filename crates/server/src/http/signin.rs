@@ -53,6 +53,41 @@ pub fn routes(api: Api) -> Api {
     )
     .route(
         Method::POST,
+        "/signin/{flow_id}/passkey/options",
+        Access::Anonymous,
+        "Sign-in: the options for a passkey step (the browser's navigator.credentials.get input)",
+        passkey_options,
+    )
+    .route(
+        Method::POST,
+        "/signin/{flow_id}/passkey",
+        Access::Anonymous,
+        "Sign-in step: passkey (the browser's PublicKeyCredential)",
+        passkey_step,
+    )
+    .route(
+        Method::POST,
+        "/signin/security-info/passkey",
+        Access::SignedIn,
+        "Start registering a passkey (needs a registerSecurityInformation session)",
+        register_passkey,
+    )
+    .route(
+        Method::POST,
+        "/signin/security-info/passkey/{id}/finish",
+        Access::SignedIn,
+        "Finish registering a passkey with the browser's credential",
+        finish_passkey,
+    )
+    .route(
+        Method::POST,
+        "/signin/signout",
+        Access::SignedIn,
+        "End the caller's session (its token stops working at once)",
+        sign_out,
+    )
+    .route(
+        Method::POST,
         "/signin/security-info/totp",
         Access::SignedIn,
         "Start registering the Authenticator app (needs a registerSecurityInformation session; the secret is shown once)",
@@ -196,6 +231,167 @@ async fn temporary_access_pass(
     run_step(&state, &client, &flow_id, &body, Step::TemporaryAccessPass).await
 }
 
+async fn passkey_options(
+    State(state): State<AppState>,
+    _client: SignInClient,
+    Path(flow_id): Path<String>,
+    Body(body): Body,
+) -> Response {
+    let token = match body.get("flowToken") {
+        Some(Value::String(t)) => t.clone(),
+        _ => {
+            return ApiError::invalid_request("`flowToken` is required and must be a string.")
+                .into_response();
+        }
+    };
+    respond(signin::passkey_options(&state, &flow_id, &token).await)
+}
+
+async fn passkey_step(
+    State(state): State<AppState>,
+    SignInClient(client): SignInClient,
+    Path(flow_id): Path<String>,
+    Body(body): Body,
+) -> Response {
+    if let Some(k) = body.keys().find(|k| !matches!(k.as_str(), "flowToken" | "credential")) {
+        return ApiError::invalid_request(format!(
+            "Unknown property `{k}` (expected: flowToken, credential)."
+        ))
+        .into_response();
+    }
+    let token = match body.get("flowToken") {
+        Some(Value::String(t)) => t.clone(),
+        _ => {
+            return ApiError::invalid_request("`flowToken` is required and must be a string.")
+                .into_response();
+        }
+    };
+    let credential = match body.get("credential") {
+        Some(c @ Value::Object(_)) => c.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            return ApiError::invalid_request(
+                "`credential` is required: the browser's PublicKeyCredential.",
+            )
+            .into_response();
+        }
+    };
+    respond(signin::step(&state, &client, &flow_id, &token, Step::Passkey, &credential).await)
+}
+
+async fn register_passkey(
+    State(state): State<AppState>,
+    _client: SignInClient,
+    caller: Caller,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    require_registration_session(&caller)?;
+    if let Some(k) = body.keys().find(|k| !k.contains("@odata.")) {
+        return Err(ApiError::bad_request(format!("Unknown property `{k}` (expected none).")));
+    }
+    let name =
+        state.dir().user(&caller.user_id).map(|u| u.display_name.clone()).unwrap_or_default();
+    let (id, options) = state
+        .passkeys
+        .start_registration(
+            &state.store,
+            &caller.user_id,
+            &caller.user_principal_name,
+            &name,
+            state.now(),
+        )
+        .await
+        .map_err(passkey_error)?;
+    Ok(created(json!({"id": id, "options": options})))
+}
+
+fn passkey_error(e: crate::passkey::PasskeyError) -> ApiError {
+    match e {
+        crate::passkey::PasskeyError::Store(s) => s.into(),
+        other => ApiError::bad_request(format!("{other}.")),
+    }
+}
+
+async fn finish_passkey(
+    State(state): State<AppState>,
+    _client: SignInClient,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    require_registration_session(&caller)?;
+    if let Some(k) = body
+        .keys()
+        .find(|k| !k.contains("@odata.") && !matches!(k.as_str(), "credential" | "displayName"))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Unknown property `{k}` (expected: credential, displayName)."
+        )));
+    }
+    let display_name = match body.get("displayName") {
+        None | Some(Value::Null) => "Passkey".to_owned(),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_DISPLAY_NAME => {
+            s.trim().to_owned()
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "`displayName` must be a non-empty string of at most {MAX_DISPLAY_NAME} characters."
+            )));
+        }
+    };
+    let credential: webauthn_rs::prelude::RegisterPublicKeyCredential =
+        match body.get("credential") {
+            Some(c @ Value::Object(_)) => serde_json::from_value(c.clone()),
+            Some(Value::String(s)) => serde_json::from_str(s),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "`credential` is required: the browser's PublicKeyCredential.",
+                ));
+            }
+        }
+        .map_err(|e| {
+            ApiError::bad_request(format!("`credential` is not a WebAuthn registration: {e}"))
+        })?;
+    let now = state.now();
+    let passkey = state
+        .passkeys
+        .finish_registration(&state.store, &id, &caller.user_id, &credential, now)
+        .await
+        .map_err(passkey_error)?;
+    let method_id = crate::random::guid();
+    let record = audit(&caller, "User registered security info", "Passkey (FIDO2)");
+    let mut w = state.store.begin().await?;
+    w.insert_passkey(&method_id, &caller.user_id, &display_name, now, &passkey).await.map_err(
+        |e| {
+            if e.is_conflict() {
+                ApiError::conflict("This passkey is registered already.")
+            } else {
+                e.into()
+            }
+        },
+    )?;
+    w.commit(now, &[], &[record]).await?;
+    Ok(created(json!({
+        "@odata.type": "#microsoft.graph.fido2AuthenticationMethod",
+        "id": method_id,
+        "displayName": display_name,
+        "createdDateTime": format(now),
+    })))
+}
+
+/// Ends the caller's own session (signing out of the portal, or a script discarding its token).
+async fn sign_out(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let now = state.now();
+    let w = state.store.begin().await?;
+    let end = gatehouse_core::Change::EndSession {
+        user_id: caller.user_id.clone(),
+        session_id: caller.session.id.clone(),
+    };
+    w.commit(now, &[end], &[]).await?;
+    state.sync().await?;
+    Ok(no_content())
+}
+
 async fn totp_step(
     State(state): State<AppState>,
     SignInClient(client): SignInClient,
@@ -211,7 +407,7 @@ async fn totp_step(
 /// Security info is registered under the user action's Conditional Access policies: only a
 /// session granted for `registerSecurityInformation` may do it (an app session or an API token
 /// did not pass those policies).
-fn require_registration_session(caller: &Caller) -> ApiResult<()> {
+pub(crate) fn require_registration_session(caller: &Caller) -> ApiResult<()> {
     let s = &caller.session;
     if s.kind == SessionKind::SignIn && s.target.as_deref() == Some(signin::REGISTER_SECURITY_INFO)
     {

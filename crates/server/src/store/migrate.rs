@@ -37,6 +37,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_governance.sql"),
         postgres: include_str!("../../migrations/postgres/0004_governance.sql"),
     },
+    Migration {
+        version: 5,
+        name: "passkeys",
+        sqlite: include_str!("../../migrations/sqlite/0005_passkeys.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_passkeys.sql"),
+    },
 ];
 
 pub async fn run(store: &Store) -> Result<()> {

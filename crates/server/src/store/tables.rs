@@ -67,6 +67,8 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
                 "DELETE FROM passwords WHERE user_id = $1",
                 "DELETE FROM tap_methods WHERE user_id = $1",
                 "DELETE FROM totp_methods WHERE user_id = $1",
+                "DELETE FROM passkeys WHERE user_id = $1",
+                "DELETE FROM webauthn_ceremonies WHERE user_id = $1",
                 "DELETE FROM sessions WHERE user_id = $1",
                 "DELETE FROM lockouts WHERE user_id = $1",
                 "DELETE FROM familiar_networks WHERE user_id = $1",
@@ -207,6 +209,9 @@ pub(super) async fn persist(tx: &mut Tx, change: &Change) -> Result<()> {
         Change::RevokeSessions { user_id } => {
             // Revoked sessions are removed: a token that is not stored cannot be used.
             delete(tx, "DELETE FROM sessions WHERE user_id = $1", user_id).await?;
+        }
+        Change::EndSession { session_id, .. } => {
+            delete(tx, "DELETE FROM sessions WHERE id = $1", session_id).await?;
         }
         Change::EndTapSessions { tap_id, .. } => {
             delete(tx, "DELETE FROM sessions WHERE tap_id = $1", tap_id).await?;

@@ -73,6 +73,7 @@ pub fn routes(api: Api) -> Api {
         .route(Method::GET, em!("/assignmentRequests/filterByCurrentUser(on='target')"), Access::SignedIn, "Requests for the caller's own access", requests_on_target)
         .route(Method::GET, em!("/assignmentRequests/filterByCurrentUser(on='createdBy')"), Access::SignedIn, "Requests the caller made", requests_created_by)
         .route(Method::GET, em!("/assignmentRequests/filterByCurrentUser(on='approver')"), Access::SignedIn, "Requests waiting for the caller's decision", requests_for_approver)
+        .route(Method::GET, em!("/assignmentRequests/filterByCurrentUser(on='reviewer')"), Access::SignedIn, "Requests the caller was asked to decide, decided or not (a Gatehouse extension)", requests_for_reviewer)
         .route(Method::GET, em!("/assignmentRequests/{id}"), Access::SignedIn, "Get a request (the requestor, the target, an approver or a catalog reader)", get_request)
         .route(Method::DELETE, em!("/assignmentRequests/{id}"), ASSIGN, "Delete a denied or canceled request", delete_request)
         .route(Method::POST, em!("/assignmentRequests/{id}/cancel"), Access::SignedIn, "Cancel a request that is still pending (its requestor, or an assignment manager)", cancel_request)
@@ -285,6 +286,14 @@ async fn requests_for_approver(
     requests_for(&state, &caller, &odata, "approver").await
 }
 
+async fn requests_for_reviewer(
+    State(state): State<AppState>,
+    caller: Caller,
+    odata: OData,
+) -> ApiResult<Response> {
+    requests_for(&state, &caller, &odata, "reviewer").await
+}
+
 async fn requests_for(
     state: &AppState,
     caller: &Caller,
@@ -313,11 +322,14 @@ async fn requests_for(
                 .await?
         }
         "approver" => state.store.requests_for_approver(&caller.user_id, true).await?,
+        // Gatehouse's own option: every request the caller was asked to decide, decided or
+        // not (Graph's `approver` lists only those still waiting), for approvers' history.
+        "reviewer" => state.store.requests_for_approver(&caller.user_id, false).await?,
         other => {
             return Err(bad(
                 "on",
                 format!(
-                    "`{other}` is not a filterByCurrentUser option here (target, createdBy, approver)"
+                    "`{other}` is not a filterByCurrentUser option here (target, createdBy, approver, reviewer)"
                 ),
             ));
         }
