@@ -129,6 +129,10 @@ pub fn serve(args: &ServeArgs) -> Result<u8, Failure> {
                     println!("  every user's password: {}", demo::PASSWORD);
                     println!("  Adele's Authenticator-app secret: {}", demo::ADELE_TOTP_SECRET);
                     println!("  Megan's Authenticator-app secret: {}", demo::MEGAN_TOTP_SECRET);
+                    println!(
+                        "  Nestor's (Global Administrator) Authenticator-app secret: {}",
+                        demo::NESTOR_TOTP_SECRET
+                    );
                     println!("  mail goes to {}", config.mail_dir().display());
                     println!(
                         "  API token for nestor@contoso.example (Global Administrator), shown once:"

@@ -19,6 +19,8 @@ pub const PASSWORD: &str = "Demo-Passw0rd";
 pub const ADELE_TOTP_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 /// Megan's (Adele's manager, who approves her trip).
 pub const MEGAN_TOTP_SECRET: &str = "KRUGKIDROVUWG2ZAMJZG653OEBTG66BA";
+/// Nestor's (the Global Administrator), so he can sign in to the admin center under policy 001.
+pub const NESTOR_TOTP_SECRET: &str = "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43U";
 pub const ADELE: &str = "a0000000-0000-4000-8000-000000000001";
 pub const MEGAN: &str = "a0000000-0000-4000-8000-000000000002";
 pub const ISAIAH: &str = "a0000000-0000-4000-8000-000000000004";
@@ -258,7 +260,9 @@ pub async fn seed(store: &Store, now: i64) -> Result<Option<Seeded>, StoreError>
     for u in loaded.tenant.users.iter().filter(|u| !u.is_guest) {
         w.set_password(&u.id, &phc, now).await?;
     }
-    for (user, secret) in [(ADELE, ADELE_TOTP_SECRET), (MEGAN, MEGAN_TOTP_SECRET)] {
+    for (user, secret) in
+        [(ADELE, ADELE_TOTP_SECRET), (MEGAN, MEGAN_TOTP_SECRET), (NESTOR, NESTOR_TOTP_SECRET)]
+    {
         w.insert_totp(&TotpRow {
             id: crate::random::guid(),
             user_id: user.into(),
